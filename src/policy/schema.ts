@@ -1,0 +1,122 @@
+/**
+ * The sandbox policy: the single declarative source of every isolation knob (nsjail's config.proto, as zod).
+ * Every field has a safe default; presets (./presets.ts) fill in what real tools need.
+ */
+import { z } from 'zod';
+
+const absolutePath = z
+  .string()
+  .min(1)
+  .refine((p) => p.startsWith('/'), { message: 'must be an absolute path' })
+  .refine((p) => !p.split('/').includes('..'), { message: 'must not contain ".." components' })
+  .refine((p) => !p.includes('\0'), { message: 'must not contain NUL bytes' });
+
+/** A host path made visible inside the sandbox, at the same path unless `sandbox` says otherwise. */
+export const bindSchema = z.union([
+  absolutePath.transform((host) => ({ host, sandbox: host })),
+  z
+    .object({ host: absolutePath, sandbox: absolutePath.optional() })
+    .strict()
+    .transform((b) => ({ host: b.host, sandbox: b.sandbox ?? b.host })),
+]);
+export type Bind = z.output<typeof bindSchema>;
+
+export const scratchSchema = z
+  .object({
+    path: absolutePath,
+    /** tmpfs size cap; the memory it uses also counts against the memory limit where a cgroup enforces it. */
+    sizeMb: z.number().int().positive().max(1 << 20),
+  })
+  .strict();
+export type Scratch = z.infer<typeof scratchSchema>;
+
+export const filesystemSchema = z
+  .object({
+    /** Host paths bound read-only. A missing path is an error unless listed in `optional`. */
+    readOnly: z.array(bindSchema).default([]),
+    /** Host paths bound read-write. */
+    writable: z.array(bindSchema).default([]),
+    /** Read-only binds that are skipped silently when absent on the host (system paths differ by distro). */
+    optional: z.array(bindSchema).default([]),
+    /**
+     * Paths never visible inside, even below a bound directory (deny wins). A leading `~/` means every home
+     * directory of the host (/root and /home/*). Hidden directories become empty, hidden files read as empty.
+     */
+    hidden: z.array(z.string().min(1)).default([]),
+    /** Private size-limited tmpfs mounts, gone when the sandbox ends. */
+    scratch: z.array(scratchSchema).default([]),
+    /** Working directory inside the sandbox; must be a bound path or a scratch mount (or below one). */
+    workdir: absolutePath.default('/tmp'),
+  })
+  .strict();
+export type FilesystemPolicy = z.infer<typeof filesystemSchema>;
+
+export const networkSchema = z
+  .object({
+    /** `none`: a private network namespace with only loopback. The egress proxy adds `proxy` later. */
+    mode: z.literal('none').default('none'),
+  })
+  .strict();
+
+export const limitsSchema = z
+  .object({
+    /** Wall-clock limit; on expiry the whole process tree is killed. */
+    wallTimeMs: z.number().int().positive().default(60_000),
+    /** CPU time of each process (RLIMIT_CPU), rounded up to whole seconds. */
+    cpuTimeMs: z.number().int().positive().default(60_000),
+    /** Memory of the whole sandbox (cgroup), or address space per process (RLIMIT_AS) where no cgroup exists. */
+    memoryMb: z.number().int().positive().default(512),
+    /** Processes/threads of the whole sandbox (cgroup pids), or per sandbox user (RLIMIT_NPROC) otherwise. */
+    processes: z.number().int().positive().default(128),
+    /** Open file descriptors per process (RLIMIT_NOFILE). */
+    openFiles: z.number().int().positive().max(1 << 20).default(1024),
+    /** Largest file a process may write (RLIMIT_FSIZE). */
+    fileSizeMb: z.number().int().positive().default(256),
+    /** stdout + stderr bytes kept; more ends the run with outcome `output-limit`. */
+    outputBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  })
+  .strict();
+export type Limits = z.infer<typeof limitsSchema>;
+
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name');
+
+export const envSchema = z
+  .object({
+    /** Host variables copied in by name. Nothing is copied by default. */
+    pass: z.array(envName).default([]),
+    /** Variables set to fixed values (after `pass`, so `set` wins). */
+    set: z.record(envName, z.string().refine((v) => !v.includes('\0'), 'must not contain NUL')).default({}),
+  })
+  .strict();
+
+export const userSchema = z
+  .object({
+    uid: z.number().int().min(1).max(65_533).default(1000),
+    gid: z.number().int().min(1).max(65_533).default(1000),
+    name: z.string().regex(/^[a-z_][a-z0-9_-]*$/).default('sandbox'),
+  })
+  .strict();
+
+export const seccompProfileNames = ['strict', 'default'] as const;
+export type SeccompProfileName = (typeof seccompProfileNames)[number];
+
+export const sandboxPolicySchema = z
+  .object({
+    filesystem: filesystemSchema.default(filesystemSchema.parse({})),
+    network: networkSchema.default({ mode: 'none' }),
+    limits: limitsSchema.default(limitsSchema.parse({})),
+    env: envSchema.default({ pass: [], set: {} }),
+    /** Unprivileged identity inside the sandbox (root inside is not offered). */
+    user: userSchema.default(userSchema.parse({})),
+    hostname: z
+      .string()
+      .regex(/^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})$/)
+      .default('sandbox'),
+    seccomp: z.enum(seccompProfileNames).default('default'),
+  })
+  .strict();
+
+/** A validated, fully defaulted policy. */
+export type SandboxPolicy = z.output<typeof sandboxPolicySchema>;
+/** What a user may write: every field optional. */
+export type SandboxPolicyInput = z.input<typeof sandboxPolicySchema>;
