@@ -25,7 +25,11 @@ export const scratchSchema = z
   .object({
     path: absolutePath,
     /** tmpfs size cap; the memory it uses also counts against the memory limit where a cgroup enforces it. */
-    sizeMb: z.number().int().positive().max(1 << 20),
+    sizeMb: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 20),
   })
   .strict();
 export type Scratch = z.infer<typeof scratchSchema>;
@@ -69,11 +73,20 @@ export const limitsSchema = z
     /** Processes/threads of the whole sandbox (cgroup pids), or per sandbox user (RLIMIT_NPROC) otherwise. */
     processes: z.number().int().positive().default(128),
     /** Open file descriptors per process (RLIMIT_NOFILE). */
-    openFiles: z.number().int().positive().max(1 << 20).default(1024),
+    openFiles: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 20)
+      .default(1024),
     /** Largest file a process may write (RLIMIT_FSIZE). */
     fileSizeMb: z.number().int().positive().default(256),
     /** stdout + stderr bytes kept; more ends the run with outcome `output-limit`. */
-    outputBytes: z.number().int().positive().default(16 * 1024 * 1024),
+    outputBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(16 * 1024 * 1024),
   })
   .strict();
 export type Limits = z.infer<typeof limitsSchema>;
@@ -85,7 +98,12 @@ export const envSchema = z
     /** Host variables copied in by name. Nothing is copied by default. */
     pass: z.array(envName).default([]),
     /** Variables set to fixed values (after `pass`, so `set` wins). */
-    set: z.record(envName, z.string().refine((v) => !v.includes('\0'), 'must not contain NUL')).default({}),
+    set: z
+      .record(
+        envName,
+        z.string().refine((v) => !v.includes('\0'), 'must not contain NUL'),
+      )
+      .default({}),
   })
   .strict();
 
@@ -93,7 +111,10 @@ export const userSchema = z
   .object({
     uid: z.number().int().min(1).max(65_533).default(1000),
     gid: z.number().int().min(1).max(65_533).default(1000),
-    name: z.string().regex(/^[a-z_][a-z0-9_-]*$/).default('sandbox'),
+    name: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]*$/)
+      .default('sandbox'),
   })
   .strict();
 
