@@ -47,6 +47,8 @@ export const filesystemSchema = z
      * directory of the host (/root and /home/*). Hidden directories become empty, hidden files read as empty.
      */
     hidden: z.array(z.string().min(1)).default([]),
+    /** Entries removed from `hidden` (exact match): the explicit way to let a sandbox see a secret path. */
+    reveal: z.array(z.string().min(1)).default([]),
     /** Private size-limited tmpfs mounts, gone when the sandbox ends. */
     scratch: z.array(scratchSchema).default([]),
     /** Working directory inside the sandbox; must be a bound path or a scratch mount (or below one). */

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The two commands of the README's quick start:
+#   scripts/quickstart.sh demo   set up, build, and run the demo (commands in sandboxes, what was blocked)
+#   scripts/quickstart.sh test   set up, build, and run the whole test suite (also as an unprivileged user)
+# "Set up" installs the system packages with apt-get when run as root; otherwise it prints the exact command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-}"
+case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
+
+# bubblewrap: the sandbox; gcc + libc6-dev: the static in-sandbox agent; the rest are tools the tests run
+# inside sandboxes (python3, git) or use to check the host (procps, iproute2, util-linux).
+packages=(bubblewrap gcc libc6-dev python3 git procps iproute2 util-linux passwd)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "ironcage setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "ironcage setup: missing system packages: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+command -v node >/dev/null || { echo "ironcage setup: Node.js >= 20 is required" >&2; exit 1; }
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
+
+if [ "$mode" = demo ]; then
+  exec node dist/src/cli/main.js demo
+fi
+
+# Tests: everything as the current user, then (when root) the sandbox tests again as an unprivileged user.
+npm test
+if [ "$(id -u)" = 0 ]; then
+  scripts/test-unprivileged.sh
+fi

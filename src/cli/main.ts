@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+/**
+ * `ironcage` entry point. Subcommands are imported lazily so `ironcage run` pays only for what it uses.
+ */
+const USAGE = `usage: ironcage <command> [options]
+
+commands:
+  run [options] -- CMD [ARGS...]   run a command in a fresh sandbox (ironcage run --help)
+  doctor [--json]                  check this host's isolation features and how to fix what is missing
+  version                          print the version
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return (await import('./run.js')).runCommand(rest);
+    case 'doctor':
+      return (await import('./doctor.js')).doctorCommand(rest);
+    case 'version':
+    case '--version':
+      process.stdout.write(`${(await import('../version.js')).VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`ironcage: unknown command '${command}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`ironcage: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 125;
+  },
+);

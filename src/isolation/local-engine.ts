@@ -1,0 +1,268 @@
+/**
+ * The local Linux engine: one bubblewrap process per run, confined by the planned namespaces and mounts,
+ * the compiled seccomp filter, a cgroup where one is writable and rlimits always (set by the in-sandbox agent).
+ * Like nsjail's contain.cc, this file only orchestrates: each concern lives in its own module.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { SandboxPolicy } from '../policy/schema.js';
+import type { Engine, Enforcement, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
+import { type CgroupHost, type SandboxCgroup, createSandboxCgroup, detectCgroups, sweepStaleCgroups } from './cgroups.js';
+import { AGENT_PATH, planBwrapArgs, planEtcFiles } from './mounts.js';
+import { realHostView } from './host-view.js';
+import { planRlimits } from './rlimits.js';
+import { compileSeccomp } from './seccomp/index.js';
+import { parseAgentStatus, type AgentStatus } from './agent-status.js';
+import { signalName } from './signals.js';
+
+/** Descriptor numbers inside bwrap; they follow stdin/stdout/stderr in the spawn stdio array. */
+const FD = { seccomp: 3, status: 4, passwd: 5, group: 6, hosts: 7, info: 8, block: 9 } as const;
+
+export class SandboxSetupError extends Error {
+  readonly code = 'SANDBOX_SETUP_FAILED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxSetupError';
+  }
+}
+
+export interface LocalEngineOptions {
+  /** bubblewrap binary (default: IRONCAGE_BWRAP or `bwrap` on PATH). */
+  bwrapPath?: string;
+  /** Host path of the built agent (default: native/build/ironcage-agent of this package). */
+  agentPath?: string;
+  /** Cgroup support: detected on first use unless given; `null` forces rlimits only. */
+  cgroups?: CgroupHost | null;
+}
+
+function defaultAgentPath(): string {
+  // dist/src/isolation/local-engine.js → package root is three levels up from this file's directory.
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const up of ['../../..', '../..']) {
+    const candidate = join(here, up, 'native/build/ironcage-agent');
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new SandboxSetupError(
+    'the in-sandbox agent is not built (native/build/ironcage-agent); run `npm run build` (needs gcc and libc6-dev)',
+  );
+}
+
+export class LocalEngine implements Engine {
+  readonly name = 'local-bwrap';
+  readonly #bwrap: string;
+  readonly #agentPath: string;
+  #cgroups: CgroupHost | null | undefined;
+  #swept = false;
+
+  constructor(options: LocalEngineOptions = {}) {
+    this.#bwrap = options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap';
+    this.#agentPath = options.agentPath ?? defaultAgentPath();
+    this.#cgroups = options.cgroups;
+  }
+
+  /** The cgroup hierarchy runs use, detected once per engine. */
+  cgroupHost(): CgroupHost | null {
+    if (this.#cgroups === undefined) {
+      const detected = detectCgroups();
+      this.#cgroups = detected.mode === 'none' ? null : detected;
+    }
+    if (this.#cgroups !== null && !this.#swept) {
+      this.#swept = true;
+      sweepStaleCgroups(this.#cgroups);
+    }
+    return this.#cgroups;
+  }
+
+  async run(request: RunRequest): Promise<RunResult> {
+    const { policy } = request;
+    if (request.argv.length === 0) throw new SandboxSetupError('no command given');
+    const cgroups = this.cgroupHost();
+    const enforcement: Enforcement = cgroups === null ? 'rlimit' : cgroups.mode === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
+    const rlimits = planRlimits(policy.limits, { cgroup: cgroups !== null, isRoot: process.getuid?.() === 0 });
+
+    const bwrapArgs = planBwrapArgs(policy, {
+      host: realHostView(),
+      agentPath: this.#agentPath,
+      hostEnv: process.env,
+      // Without a cgroup there is nothing to place, so the info/block handshake is skipped.
+      fds: cgroups === null ? { ...FD, info: undefined, block: undefined } : FD,
+    });
+    const command = [AGENT_PATH, 'exec', '--status-fd', String(FD.status), ...rlimits, '--', ...request.argv];
+
+    let cgroup: SandboxCgroup | null = null;
+    if (cgroups !== null) {
+      cgroup = createSandboxCgroup(cgroups, {
+        id: randomBytes(6).toString('hex'),
+        memoryBytes: policy.limits.memoryMb * 1024 * 1024,
+        pids: policy.limits.processes,
+      });
+    }
+    try {
+      return await this.#supervise(request, [...bwrapArgs, '--', ...command], cgroup, enforcement);
+    } finally {
+      cgroup?.destroy();
+    }
+  }
+
+  #supervise(
+    request: RunRequest,
+    args: string[],
+    cgroup: SandboxCgroup | null,
+    enforcement: Enforcement,
+  ): Promise<RunResult> {
+    const { policy } = request;
+    const started = performance.now();
+    const stdinMode = request.stdin === 'inherit' ? 'inherit' : request.stdin === undefined || request.stdin === 'ignore' ? 'ignore' : 'pipe';
+    const child = spawn(this.#bwrap, args, {
+      stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+    });
+
+    return new Promise<RunResult>((resolve, reject) => {
+      let killedFor: Outcome | null = null;
+      let message: string | undefined;
+      let outputBytes = 0;
+      let stdoutBytes = 0;
+      let stderrBytes = 0;
+      let statusText = '';
+      let setupStderr = '';
+      const limit = policy.limits.outputBytes;
+
+      const kill = (reason: Outcome, why: string) => {
+        if (killedFor !== null) return;
+        killedFor = reason;
+        message = why;
+        cgroup?.killAll();
+        child.kill('SIGKILL');
+      };
+      const timer = setTimeout(
+        () => kill('timeout', `wall-clock limit of ${policy.limits.wallTimeMs} ms reached (limits.wallTimeMs)`),
+        policy.limits.wallTimeMs,
+      );
+      const onAbort = () => kill('aborted', 'the caller aborted the run');
+      request.signal?.addEventListener('abort', onAbort, { once: true });
+      if (request.signal?.aborted) onAbort();
+
+      const output = (stream: 'stdout' | 'stderr', chunk: Buffer) => {
+        if (killedFor === 'output-limit') return;
+        const room = limit - outputBytes;
+        const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        outputBytes += kept.length;
+        if (stream === 'stdout') stdoutBytes += kept.length;
+        else stderrBytes += kept.length;
+        if (stream === 'stderr' && setupStderr.length < 4096) setupStderr += kept.toString('utf8');
+        if (kept.length > 0) (stream === 'stdout' ? request.onStdout : request.onStderr)?.(kept);
+        if (chunk.length > room) kill('output-limit', `output exceeded ${limit} bytes (limits.outputBytes)`);
+      };
+      child.stdout?.on('data', (c: Buffer) => output('stdout', c));
+      child.stderr?.on('data', (c: Buffer) => output('stderr', c));
+
+      const stdio = child.stdio as unknown as (NodeJS.WritableStream & NodeJS.ReadableStream)[];
+      const etc = planEtcFiles(policy);
+      stdio[FD.seccomp]?.end(compileSeccomp(policy.seccomp));
+      stdio[FD.passwd]?.end(etc.passwd);
+      stdio[FD.group]?.end(etc.group);
+      stdio[FD.hosts]?.end(etc.hosts);
+      stdio[FD.status]?.on('data', (c: Buffer) => {
+        statusText += c.toString('utf8');
+      });
+      if (cgroup !== null) this.#placeInCgroup(cgroup, stdio, (err) => kill('setup-error', err));
+      if (stdinMode === 'pipe') child.stdin?.end(request.stdin as string | Uint8Array);
+      child.stdin?.on('error', () => {}); // the command may exit without reading its input
+      for (const s of stdio.slice(3)) s?.on('error', () => {});
+
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(
+          new SandboxSetupError(
+            `cannot start bubblewrap (${this.#bwrap}): ${err.message}; run \`ironcage doctor\` for the fix`,
+          ),
+        );
+      });
+      child.on('close', (code, sig) => {
+        clearTimeout(timer);
+        request.signal?.removeEventListener('abort', onAbort);
+        const wallMs = performance.now() - started;
+        const stats = cgroup?.stats() ?? null;
+        const status = parseAgentStatus(statusText);
+        const base = {
+          wallMs,
+          stdoutBytes,
+          stderrBytes,
+          enforcement: { memory: enforcement, processes: enforcement },
+          cpuMs: stats?.cpuMs ?? (status ? (status.utimeUs + status.stimeUs) / 1000 : null),
+          peakMemoryBytes: stats?.peakMemoryBytes ?? (status ? status.maxRssKb * 1024 : null),
+        };
+        resolve({ ...base, ...classify(policy, status, code, sig, killedFor, message, stats?.oomKills ?? 0, setupStderr) });
+      });
+    });
+  }
+
+  /** Move the sandbox into its cgroup before the command starts (bwrap waits on the block fd until then). */
+  #placeInCgroup(
+    cgroup: SandboxCgroup,
+    stdio: (NodeJS.WritableStream & NodeJS.ReadableStream)[],
+    fail: (why: string) => void,
+  ): void {
+    let info = '';
+    const infoStream = stdio[FD.info];
+    infoStream?.on('data', (c: Buffer) => {
+      info += c.toString('utf8');
+    });
+    infoStream?.on('end', () => {
+      const match = /"child-pid"\s*:\s*(\d+)/.exec(info);
+      if (match === null) return; // bwrap failed before creating the sandbox; its exit reports why
+      try {
+        cgroup.place(Number(match[1]));
+        stdio[FD.block]?.end('x');
+      } catch (err) {
+        fail(`cannot place the sandbox in its cgroup: ${(err as Error).message}`);
+      }
+    });
+  }
+}
+
+function classify(
+  policy: SandboxPolicy,
+  status: AgentStatus | null,
+  code: number | null,
+  sig: NodeJS.Signals | null,
+  killedFor: Outcome | null,
+  message: string | undefined,
+  oomKills: number,
+  stderr: string,
+): Pick<RunResult, 'outcome' | 'exitCode' | 'signal' | 'message'> {
+  if (killedFor !== null) return { outcome: killedFor, exitCode: null, signal: 'SIGKILL', message };
+  if (status === null) {
+    if (oomKills > 0) {
+      return { outcome: 'oom', exitCode: null, signal: 'SIGKILL', message: memoryMessage(policy) };
+    }
+    const why = stderr.trim() || `bubblewrap ended with ${sig ?? `exit code ${code}`}`;
+    return { outcome: 'setup-error', exitCode: null, signal: null, message: `sandbox setup failed: ${why}` };
+  }
+  if (status.kind === 'exec-error') {
+    const exitCode = status.errno === 2 ? 127 : 126;
+    return { outcome: 'exit', exitCode, signal: null, message: `cannot execute the command (errno ${status.errno})` };
+  }
+  if (status.kind === 'signal') {
+    const name = signalName(status.signal);
+    if (oomKills > 0 && name === 'SIGKILL') return { outcome: 'oom', exitCode: null, signal: name, message: memoryMessage(policy) };
+    if (name === 'SIGXCPU' || (name === 'SIGKILL' && (status.utimeUs + status.stimeUs) / 1000 >= policy.limits.cpuTimeMs)) {
+      return { outcome: 'cpu-limit', exitCode: null, signal: name, message: `CPU time limit of ${policy.limits.cpuTimeMs} ms reached (limits.cpuTimeMs)` };
+    }
+    if (name === 'SIGXFSZ') {
+      return { outcome: 'file-size-limit', exitCode: null, signal: name, message: `file size limit of ${policy.limits.fileSizeMb} MiB reached (limits.fileSizeMb)` };
+    }
+    return { outcome: 'signal', exitCode: null, signal: name };
+  }
+  if (oomKills > 0 && status.code !== 0) {
+    return { outcome: 'oom', exitCode: status.code, signal: null, message: memoryMessage(policy) };
+  }
+  return { outcome: 'exit', exitCode: status.code, signal: null };
+}
+
+function memoryMessage(policy: SandboxPolicy): string {
+  return `memory limit of ${policy.limits.memoryMb} MiB reached; the kernel killed a process (limits.memoryMb)`;
+}
