@@ -5,8 +5,11 @@
  * status pipe. It holds no privilege the command does not also have. Built with the system compiler at
  * setup (scripts/build-native.mjs); no third-party code.
  *
- *   ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] -- ARGV...
+ *   ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] -- ARGV...
  *   ironcage-agent probe        prints {"landlock_abi":N} (N < 0: Landlock unavailable) for `ironcage doctor`
+ *
+ * --seccomp-fd: a classic-BPF program (as for bwrap --seccomp) stacked on top of the sandbox's filter in the
+ * command's process only, for profiles stricter than what the agent itself needs (it must fork and wait).
  *
  * Status line written to --status-fd when the command ends (one JSON object, newline-terminated):
  *   {"v":1,"exit":CODE}  or  {"v":1,"signal":SIGNO}  or  {"v":1,"exec_errno":ERRNO}
@@ -19,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -27,6 +32,7 @@
 
 #define AGENT_PROTOCOL_VERSION 1
 #define MAX_RLIMITS 16
+#define MAX_BPF_INSNS 4096
 
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
@@ -48,7 +54,7 @@ static const struct {
 };
 
 static void usage_exit(const char *why) {
-  fprintf(stderr, "ironcage-agent: %s\nusage: ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] -- ARGV...\n"
+  fprintf(stderr, "ironcage-agent: %s\nusage: ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] -- ARGV...\n"
                   "       ironcage-agent probe\n", why);
   exit(125);
 }
@@ -95,8 +101,27 @@ static int probe(void) {
   return 0;
 }
 
-/* Child side of exec: apply limits, then become the command. Errors go back on error_fd as an errno. */
-static void exec_command(char **argv, const struct rlimit_request *limits, int n_limits, int error_fd) {
+/* Read a whole BPF program from fd (closing it); exits on malformed input. */
+static struct sock_fprog read_filter(int fd) {
+  static struct sock_filter insns[MAX_BPF_INSNS];
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = read(fd, (char *)insns + got, sizeof insns - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) usage_exit("cannot read --seccomp-fd");
+    if (n == 0) break;
+    got += (size_t)n;
+    if (got == sizeof insns) usage_exit("--seccomp-fd program too long");
+  }
+  close(fd);
+  if (got == 0 || got % sizeof insns[0] != 0) usage_exit("--seccomp-fd program is not whole BPF instructions");
+  struct sock_fprog prog = {.len = (unsigned short)(got / sizeof insns[0]), .filter = insns};
+  return prog;
+}
+
+/* Child side of exec: apply limits and filter, then become the command. Errors go back on error_fd. */
+static void exec_command(char **argv, const struct rlimit_request *limits, int n_limits,
+                         const struct sock_fprog *filter, int error_fd) {
   for (int i = 0; i < n_limits; i++) {
     if (setrlimit(limits[i].resource, &limits[i].value) != 0) {
       int err = errno;
@@ -108,6 +133,12 @@ static void exec_command(char **argv, const struct rlimit_request *limits, int n
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
+  /* Last step before exec: from here on the stricter filter also binds the exec itself. */
+  if (filter != NULL && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter, 0, 0) != 0) {
+    int err = errno;
+    (void)!write(error_fd, &err, sizeof err);
+    _exit(125);
+  }
   execvp(argv[0], argv);
   int err = errno;
   (void)!write(error_fd, &err, sizeof err);
@@ -119,6 +150,8 @@ static int run_exec(int argc, char **argv) {
   struct rlimit_request limits[MAX_RLIMITS];
   int n_limits = 0;
   int status_fd = -1;
+  struct sock_fprog filter;
+  int have_filter = 0;
   int i = 0;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
@@ -130,6 +163,11 @@ static int run_exec(int argc, char **argv) {
     } else if (strcmp(argv[i], "--status-fd") == 0 && i + 1 < argc) {
       status_fd = atoi(argv[++i]);
       if (status_fd < 3 || fcntl(status_fd, F_GETFD) < 0) usage_exit("--status-fd is not an open descriptor");
+    } else if (strcmp(argv[i], "--seccomp-fd") == 0 && i + 1 < argc) {
+      int fd = atoi(argv[++i]);
+      if (fd < 3 || fcntl(fd, F_GETFD) < 0) usage_exit("--seccomp-fd is not an open descriptor");
+      filter = read_filter(fd);
+      have_filter = 1;
     } else {
       usage_exit("unknown option");
     }
@@ -155,7 +193,7 @@ static int run_exec(int argc, char **argv) {
   }
   if (child == 0) {
     close(error_pipe[0]);
-    exec_command(command, limits, n_limits, error_pipe[1]);
+    exec_command(command, limits, n_limits, have_filter ? &filter : NULL, error_pipe[1]);
   }
   close(error_pipe[1]);
   int exec_errno = 0;

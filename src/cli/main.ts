@@ -6,6 +6,7 @@ const USAGE = `usage: ironcage <command> [options]
 
 commands:
   run [options] -- CMD [ARGS...]   run a command in a fresh sandbox (ironcage run --help)
+  demo                             run ordinary and hostile commands in sandboxes and show the result
   doctor [--json]                  check this host's isolation features and how to fix what is missing
   version                          print the version
 `;
@@ -15,6 +16,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'run':
       return (await import('./run.js')).runCommand(rest);
+    case 'demo':
+      return (await import('./demo.js')).demoCommand();
     case 'doctor':
       return (await import('./doctor.js')).doctorCommand(rest);
     case 'version':

@@ -1,10 +1,10 @@
 /** `ironcage run`: one command in a fresh sandbox, stdio and exit code passed through. */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { LocalEngine } from '../isolation/local-engine.js';
 import { parsePolicyLayer, resolvePolicy } from '../policy/merge.js';
 import { type PresetName, presetNames } from '../policy/presets.js';
 import type { SandboxPolicyInput } from '../policy/schema.js';
-import { LocalEngine } from '../isolation/local-engine.js';
 import type { RunResult } from '../sandbox/engine.js';
 import { exitCodeFor } from './exit-codes.js';
 

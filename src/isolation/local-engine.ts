@@ -9,17 +9,32 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SandboxPolicy } from '../policy/schema.js';
-import type { Engine, Enforcement, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
-import { type CgroupHost, type SandboxCgroup, createSandboxCgroup, detectCgroups, sweepStaleCgroups } from './cgroups.js';
-import { AGENT_PATH, planBwrapArgs, planEtcFiles } from './mounts.js';
+import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
+import { type AgentStatus, parseAgentStatus } from './agent-status.js';
+import {
+  type CgroupHost,
+  createSandboxCgroup,
+  detectCgroups,
+  type SandboxCgroup,
+  sweepStaleCgroups,
+} from './cgroups.js';
 import { realHostView } from './host-view.js';
+import { AGENT_PATH, planBwrapArgs, planEtcFiles } from './mounts.js';
 import { planRlimits } from './rlimits.js';
 import { compileSeccomp } from './seccomp/index.js';
-import { parseAgentStatus, type AgentStatus } from './agent-status.js';
 import { signalName } from './signals.js';
 
 /** Descriptor numbers inside bwrap; they follow stdin/stdout/stderr in the spawn stdio array. */
-const FD = { seccomp: 3, status: 4, passwd: 5, group: 6, hosts: 7, info: 8, block: 9 } as const;
+const FD = {
+  seccomp: 3,
+  status: 4,
+  passwd: 5,
+  group: 6,
+  hosts: 7,
+  info: 8,
+  block: 9,
+  commandSeccomp: 10,
+} as const;
 
 export class SandboxSetupError extends Error {
   readonly code = 'SANDBOX_SETUP_FAILED';
@@ -71,7 +86,7 @@ export class LocalEngine implements Engine {
     }
     if (this.#cgroups !== null && !this.#swept) {
       this.#swept = true;
-      sweepStaleCgroups(this.#cgroups);
+      void sweepStaleCgroups(this.#cgroups);
     }
     return this.#cgroups;
   }
@@ -80,8 +95,12 @@ export class LocalEngine implements Engine {
     const { policy } = request;
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
     const cgroups = this.cgroupHost();
-    const enforcement: Enforcement = cgroups === null ? 'rlimit' : cgroups.mode === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
-    const rlimits = planRlimits(policy.limits, { cgroup: cgroups !== null, isRoot: process.getuid?.() === 0 });
+    const enforcement: Enforcement =
+      cgroups === null ? 'rlimit' : cgroups.mode === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
+    const rlimits = planRlimits(policy.limits, {
+      cgroup: cgroups !== null,
+      isRoot: process.getuid?.() === 0,
+    });
 
     const bwrapArgs = planBwrapArgs(policy, {
       host: realHostView(),
@@ -90,7 +109,19 @@ export class LocalEngine implements Engine {
       // Without a cgroup there is nothing to place, so the info/block handshake is skipped.
       fds: cgroups === null ? { ...FD, info: undefined, block: undefined } : FD,
     });
-    const command = [AGENT_PATH, 'exec', '--status-fd', String(FD.status), ...rlimits, '--', ...request.argv];
+    // bwrap confines everything (agent included) with the `default` filter; a stricter profile is stacked by the
+    // agent onto the command alone, because the agent itself must fork and wait.
+    const stacked = policy.seccomp === 'default' ? [] : ['--seccomp-fd', String(FD.commandSeccomp)];
+    const command = [
+      AGENT_PATH,
+      'exec',
+      '--status-fd',
+      String(FD.status),
+      ...stacked,
+      ...rlimits.flatMap((r) => ['--rlimit', r]),
+      '--',
+      ...request.argv,
+    ];
 
     let cgroup: SandboxCgroup | null = null;
     if (cgroups !== null) {
@@ -100,11 +131,28 @@ export class LocalEngine implements Engine {
         pids: policy.limits.processes,
       });
     }
+    let result: RunResult;
     try {
-      return await this.#supervise(request, [...bwrapArgs, '--', ...command], cgroup, enforcement);
+      result = await this.#supervise(request, [...bwrapArgs, '--', ...command], cgroup, enforcement);
+    } catch (err) {
+      await this.#refuseIfIsolationUnavailable();
+      throw err;
     } finally {
-      cgroup?.destroy();
+      await cgroup?.destroy();
     }
+    if (result.outcome === 'setup-error') await this.#refuseIfIsolationUnavailable();
+    return result;
+  }
+
+  /**
+   * When a sandbox could not be set up, find out whether the host lacks a required isolation feature and, if so,
+   * throw IsolationUnavailableError naming each missing feature and its fix. Preflight runs only on failure so
+   * the common path stays fast; a run never proceeds with weaker isolation either way.
+   */
+  async #refuseIfIsolationUnavailable(): Promise<void> {
+    const { runPreflight, assertIsolationAvailable } = await import('./preflight.js');
+    const report = await runPreflight({ bwrapPath: this.#bwrap, agentPath: this.#agentPath });
+    assertIsolationAvailable(report);
   }
 
   #supervise(
@@ -115,9 +163,14 @@ export class LocalEngine implements Engine {
   ): Promise<RunResult> {
     const { policy } = request;
     const started = performance.now();
-    const stdinMode = request.stdin === 'inherit' ? 'inherit' : request.stdin === undefined || request.stdin === 'ignore' ? 'ignore' : 'pipe';
+    const stdinMode =
+      request.stdin === 'inherit'
+        ? 'inherit'
+        : request.stdin === undefined || request.stdin === 'ignore'
+          ? 'ignore'
+          : 'pipe';
     const child = spawn(this.#bwrap, args, {
-      stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
     });
 
     return new Promise<RunResult>((resolve, reject) => {
@@ -134,11 +187,13 @@ export class LocalEngine implements Engine {
         if (killedFor !== null) return;
         killedFor = reason;
         message = why;
-        cgroup?.killAll();
+        // SIGKILL of bwrap tears down the pid namespace (its init dies with it); the cgroup kill is a second net.
         child.kill('SIGKILL');
+        cgroup?.killAll().catch(() => {});
       };
       const timer = setTimeout(
-        () => kill('timeout', `wall-clock limit of ${policy.limits.wallTimeMs} ms reached (limits.wallTimeMs)`),
+        () =>
+          kill('timeout', `wall-clock limit of ${policy.limits.wallTimeMs} ms reached (limits.wallTimeMs)`),
         policy.limits.wallTimeMs,
       );
       const onAbort = () => kill('aborted', 'the caller aborted the run');
@@ -161,7 +216,9 @@ export class LocalEngine implements Engine {
 
       const stdio = child.stdio as unknown as (NodeJS.WritableStream & NodeJS.ReadableStream)[];
       const etc = planEtcFiles(policy);
-      stdio[FD.seccomp]?.end(compileSeccomp(policy.seccomp));
+      stdio[FD.seccomp]?.end(compileSeccomp('default'));
+      if (policy.seccomp === 'default') stdio[FD.commandSeccomp]?.end();
+      else stdio[FD.commandSeccomp]?.end(compileSeccomp(policy.seccomp));
       stdio[FD.passwd]?.end(etc.passwd);
       stdio[FD.group]?.end(etc.group);
       stdio[FD.hosts]?.end(etc.hosts);
@@ -195,7 +252,10 @@ export class LocalEngine implements Engine {
           cpuMs: stats?.cpuMs ?? (status ? (status.utimeUs + status.stimeUs) / 1000 : null),
           peakMemoryBytes: stats?.peakMemoryBytes ?? (status ? status.maxRssKb * 1024 : null),
         };
-        resolve({ ...base, ...classify(policy, status, code, sig, killedFor, message, stats?.oomKills ?? 0, setupStderr) });
+        resolve({
+          ...base,
+          ...classify(policy, status, code, sig, killedFor, message, stats?.oomKills ?? 0, setupStderr),
+        });
       });
     });
   }
@@ -244,16 +304,35 @@ function classify(
   }
   if (status.kind === 'exec-error') {
     const exitCode = status.errno === 2 ? 127 : 126;
-    return { outcome: 'exit', exitCode, signal: null, message: `cannot execute the command (errno ${status.errno})` };
+    return {
+      outcome: 'exit',
+      exitCode,
+      signal: null,
+      message: `cannot execute the command (errno ${status.errno})`,
+    };
   }
   if (status.kind === 'signal') {
     const name = signalName(status.signal);
-    if (oomKills > 0 && name === 'SIGKILL') return { outcome: 'oom', exitCode: null, signal: name, message: memoryMessage(policy) };
-    if (name === 'SIGXCPU' || (name === 'SIGKILL' && (status.utimeUs + status.stimeUs) / 1000 >= policy.limits.cpuTimeMs)) {
-      return { outcome: 'cpu-limit', exitCode: null, signal: name, message: `CPU time limit of ${policy.limits.cpuTimeMs} ms reached (limits.cpuTimeMs)` };
+    if (oomKills > 0 && name === 'SIGKILL')
+      return { outcome: 'oom', exitCode: null, signal: name, message: memoryMessage(policy) };
+    if (
+      name === 'SIGXCPU' ||
+      (name === 'SIGKILL' && (status.utimeUs + status.stimeUs) / 1000 >= policy.limits.cpuTimeMs)
+    ) {
+      return {
+        outcome: 'cpu-limit',
+        exitCode: null,
+        signal: name,
+        message: `CPU time limit of ${policy.limits.cpuTimeMs} ms reached (limits.cpuTimeMs)`,
+      };
     }
     if (name === 'SIGXFSZ') {
-      return { outcome: 'file-size-limit', exitCode: null, signal: name, message: `file size limit of ${policy.limits.fileSizeMb} MiB reached (limits.fileSizeMb)` };
+      return {
+        outcome: 'file-size-limit',
+        exitCode: null,
+        signal: name,
+        message: `file size limit of ${policy.limits.fileSizeMb} MiB reached (limits.fileSizeMb)`,
+      };
     }
     return { outcome: 'signal', exitCode: null, signal: name };
   }

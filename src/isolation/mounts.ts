@@ -97,7 +97,13 @@ function checkDest(dest: string, rule: string): void {
 }
 
 /** Plan one user bind: resolve it, check it against hidden paths, and say what to do if refused. */
-function planBind(bind: Bind, op: 'ro-bind' | 'bind', rule: string, hidden: string[], host: HostView): Mount | null {
+function planBind(
+  bind: Bind,
+  op: 'ro-bind' | 'bind',
+  rule: string,
+  hidden: string[],
+  host: HostView,
+): Mount | null {
   const entry = host.lookup(bind.host);
   if (entry === null) {
     if (rule === 'filesystem.optional') return null;
@@ -168,7 +174,10 @@ export function planEtcFiles(policy: SandboxPolicy): { passwd: string; group: st
 }
 
 /** The environment the command starts with: nothing from the host except names passed explicitly. */
-export function planEnvironment(policy: SandboxPolicy, hostEnv: PlanContext['hostEnv']): Record<string, string> {
+export function planEnvironment(
+  policy: SandboxPolicy,
+  hostEnv: PlanContext['hostEnv'],
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of policy.env.pass) {
     const value = hostEnv[name];

@@ -35,7 +35,10 @@ export function planRlimits(limits: Limits, host: { cgroup: boolean; isRoot: boo
       );
     }
     // RLIMIT_NPROC is counted per user namespace, so it caps this sandbox alone.
-    out.push(`nproc=${limits.processes}:${limits.processes}`, `data=${limits.memoryMb * MiB}:${limits.memoryMb * MiB}`);
+    out.push(
+      `nproc=${limits.processes}:${limits.processes}`,
+      `data=${limits.memoryMb * MiB}:${limits.memoryMb * MiB}`,
+    );
   }
   return out;
 }

@@ -2,9 +2,15 @@ import assert from 'node:assert/strict';
 import { posix } from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import {
+  type HostEntry,
+  type HostView,
+  MountPlanError,
+  planBwrapArgs,
+  planEnvironment,
+} from '../../src/isolation/mounts.js';
 import { resolvePolicy } from '../../src/policy/merge.js';
 import type { SandboxPolicyInput } from '../../src/policy/schema.js';
-import { type HostEntry, type HostView, MountPlanError, planBwrapArgs, planEnvironment } from '../../src/isolation/mounts.js';
 
 /** A fake host filesystem (an in-memory map) for the pure planner; the real one is exercised by integration tests. */
 function fakeHost(entries: Record<string, HostEntry>, homes = ['/root', '/home/alice']): HostView {
@@ -97,19 +103,36 @@ describe('mount planner', () => {
 
   test('system directories are read-only and merged-usr links are mirrored, not followed', () => {
     const args = plan({});
-    assert.deepEqual(triples(args, '--ro-bind').find(([, s]) => s === '/usr')?.slice(1), ['/usr', '/usr']);
-    assert.deepEqual(triples(args, '--symlink').find(([, , d]) => d === '/bin')?.slice(1), ['usr/bin', '/bin']);
+    assert.deepEqual(
+      triples(args, '--ro-bind')
+        .find(([, s]) => s === '/usr')
+        ?.slice(1),
+      ['/usr', '/usr'],
+    );
+    assert.deepEqual(
+      triples(args, '--symlink')
+        .find(([, , d]) => d === '/bin')
+        ?.slice(1),
+      ['usr/bin', '/bin'],
+    );
     assert.equal(triples(args, '--bind').length, 0, 'no writable bind unless asked');
   });
 
   test('deny wins: hidden paths inside a bound directory are covered after the bind', () => {
     const args = plan({
-      filesystem: { writable: ['/home/alice'], hidden: ['/home/alice/project/.env', '/home/alice/project/secrets'] },
+      filesystem: {
+        writable: ['/home/alice'],
+        hidden: ['/home/alice/project/.env', '/home/alice/project/secrets'],
+      },
     });
     const bindAt = args.indexOf('/home/alice');
-    const envAt = triples(args, '--ro-bind').find(([, s, d]) => s === '/dev/null' && d === '/home/alice/project/.env');
+    const envAt = triples(args, '--ro-bind').find(
+      ([, s, d]) => s === '/dev/null' && d === '/home/alice/project/.env',
+    );
     assert.ok(envAt && envAt[0] > bindAt, '.env hidden after the bind');
-    const tmpfsAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === '/home/alice/project/secrets');
+    const tmpfsAt = args.findIndex(
+      (a, i) => a === '--tmpfs' && args[i + 1] === '/home/alice/project/secrets',
+    );
     assert.ok(tmpfsAt > bindAt, 'secrets dir hidden after the bind');
     // ~/.ssh and ~/.aws from the preset's secret list are hidden too.
     assert.ok(args.some((a, i) => a === '--tmpfs' && args[i + 1] === '/home/alice/.ssh'));
@@ -142,8 +165,14 @@ describe('mount planner', () => {
   test('never binds the host root, and refuses binds over /proc or /dev', () => {
     const withRoot = { ...baseHost, '/': dir };
     assert.throws(() => plan({ filesystem: { readOnly: ['/'] } }, withRoot), MountPlanError);
-    assert.throws(() => plan({ filesystem: { readOnly: [{ host: '/srv', sandbox: '/proc/x' }] } }), MountPlanError);
-    assert.throws(() => plan({ filesystem: { writable: [{ host: '/srv', sandbox: '/dev' }] } }), MountPlanError);
+    assert.throws(
+      () => plan({ filesystem: { readOnly: [{ host: '/srv', sandbox: '/proc/x' }] } }),
+      MountPlanError,
+    );
+    assert.throws(
+      () => plan({ filesystem: { writable: [{ host: '/srv', sandbox: '/dev' }] } }),
+      MountPlanError,
+    );
   });
 
   test('a missing required path is refused; a missing optional one is skipped', () => {
@@ -190,8 +219,13 @@ describe('mount planner', () => {
             assert.ok(err instanceof MountPlanError && err.rule === 'filesystem.hidden', String(err));
             return;
           }
-          const binds = [...triples(args, '--ro-bind'), ...triples(args, '--bind')].filter(([, s]) => s !== '/dev/null');
-          assert.ok(binds.every(([, s]) => s !== '/'), 'never binds /');
+          const binds = [...triples(args, '--ro-bind'), ...triples(args, '--bind')].filter(
+            ([, s]) => s !== '/dev/null',
+          );
+          assert.ok(
+            binds.every(([, s]) => s !== '/'),
+            'never binds /',
+          );
           for (const [i, , dest] of binds) {
             for (const [j, , other] of binds) {
               if (other !== dest && other.startsWith(`${dest}/`)) assert.ok(i < j, `${dest} before ${other}`);
@@ -200,14 +234,14 @@ describe('mount planner', () => {
           for (const h of hidden) {
             const cover = binds.find(([, s]) => h.startsWith(`${s}/`));
             if (!cover) continue;
-            const at = args.findIndex(
-              (a, i) => (a === '--tmpfs' || a === '/dev/null') && args[i + 1] === h,
-            );
+            const at = args.findIndex((a, i) => (a === '--tmpfs' || a === '/dev/null') && args[i + 1] === h);
             assert.ok(at > cover[0], `${h} hidden after its bind`);
           }
           for (const [name, value] of Object.entries(hostEnv)) {
             if (name === 'HOME' || name === 'PATH') continue;
-            assert.ok(!args.some((a, i) => a === '--setenv' && args[i + 1] === name && args[i + 2] === value));
+            assert.ok(
+              !args.some((a, i) => a === '--setenv' && args[i + 1] === name && args[i + 2] === value),
+            );
           }
         },
       ),

@@ -67,7 +67,8 @@ function dirUnderMount(mountPoint: string, mountRoot: string, cgroupPath: string
   else if (cgroupPath === mountRoot) relative = '/';
   else if (cgroupPath.startsWith(`${mountRoot}/`)) relative = cgroupPath.slice(mountRoot.length);
   else return null;
-  return posix.join(mountPoint, relative);
+  const dir = posix.join(mountPoint, relative);
+  return dir.length > 1 && dir.endsWith('/') ? dir.slice(0, -1) : dir;
 }
 
 export function locateCgroups(procSelfCgroup: string, mountInfo: string): CgroupLocations {
@@ -80,7 +81,12 @@ export function locateCgroups(procSelfCgroup: string, mountInfo: string): Cgroup
   if (v2Mount) {
     const chain: string[] = [];
     const ownDir = v2Own ? dirUnderMount(v2Mount.mountPoint, v2Mount.root, v2Own.path) : null;
-    for (let dir = ownDir; dir !== null; dir = dir === v2Mount.mountPoint ? null : posix.dirname(dir)) {
+    // Walk up to the mount point; ownDir is below it by construction, the '/' check is only a backstop.
+    for (
+      let dir = ownDir;
+      dir !== null;
+      dir = dir === v2Mount.mountPoint || dir === '/' ? null : posix.dirname(dir)
+    ) {
       chain.push(dir);
     }
     locations.v2 = { mountPoint: v2Mount.mountPoint, chain };

@@ -20,6 +20,7 @@ export class CgroupError extends Error {
 
 /** The errno name (ENOENT, EBUSY, ...) of a failed fs call, if it has one. */
 export function errnoOf(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code;
   return undefined;
 }

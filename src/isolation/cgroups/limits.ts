@@ -32,7 +32,10 @@ export interface ControlWrite {
 
 export function validateLimits(limits: CgroupLimits): void {
   if (!Number.isSafeInteger(limits.memoryBytes) || limits.memoryBytes < 1) {
-    throw new CgroupError('INVALID_ARGUMENT', `memoryBytes must be a positive integer, got ${limits.memoryBytes}`);
+    throw new CgroupError(
+      'INVALID_ARGUMENT',
+      `memoryBytes must be a positive integer, got ${limits.memoryBytes}`,
+    );
   }
   if (!Number.isSafeInteger(limits.pids) || limits.pids < 1) {
     throw new CgroupError('INVALID_ARGUMENT', `pids must be a positive integer, got ${limits.pids}`);
