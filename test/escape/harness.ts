@@ -58,6 +58,8 @@ export interface HostFixtures {
   /** The host's home directories (/root and /home/*). */
   hostHomes: string[];
   hostName: string;
+  /** A variable set in this test process's environment (the sandbox must never see its name or value). */
+  canaryName: string;
 }
 
 export interface ProbeAttempt {
@@ -102,6 +104,8 @@ export interface Probe {
   stdin?: string;
   /** Policy layer merged onto the default preset (after the battery's short wall-time limit). */
   policy?: SandboxPolicyInput | ((fx: HostFixtures) => SandboxPolicyInput);
+  /** Host-side preparation right before the run (e.g. create something the sandbox must not see). */
+  prepare?: (fx: HostFixtures) => void | Promise<void>;
   /** Called with each stdout chunk while the sandbox runs (to look at the host while it is alive). */
   whileRunning?: (chunk: string, fx: HostFixtures) => void;
   check?: (run: SandboxRun, fx: HostFixtures) => void | Promise<void>;
@@ -262,7 +266,14 @@ export async function setupFixtures(): Promise<HostFixtures> {
     () => new Promise<void>((r) => abstractServer.close(() => r())),
     () => rmSync(dir, { recursive: true, force: true }),
   );
+  // A host secret in this process's environment, which bubblewrap inherits from us.
+  const canaryName = `IRONCAGE_ESCAPE_CANARY_${token.replace('-', '_')}`;
+  process.env[canaryName] = `canary-${randomBytes(8).toString('hex')}`;
+  closers.push(() => {
+    delete process.env[canaryName];
+  });
   fixtures = {
+    canaryName,
     tcpPort: address.port,
     tcpAccepted: () => tcp,
     abstractName,
@@ -278,6 +289,11 @@ export async function setupFixtures(): Promise<HostFixtures> {
 export async function teardownFixtures(): Promise<void> {
   for (const close of closers.splice(0)) await close();
   fixtures = null;
+}
+
+/** Runs `fn` when the battery ends (host-side cleanup of something a probe created). */
+export function onTeardown(fn: () => void | Promise<void>): void {
+  closers.push(fn);
 }
 
 /** A host directory removed when the battery ends. */
@@ -505,6 +521,7 @@ export function registerCategory(
           await probe.custom(fx);
           return;
         }
+        await probe.prepare?.(fx);
         const run = await runProbe(probe, fx);
         if (probe.check === undefined) throw new Error(`probe ${probe.id} has no check`);
         await probe.check(run, fx);
