@@ -1,0 +1,114 @@
+/** `ironcage run` and friends as a user types them: real processes, real exit codes. */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+const ironcage = (args: string[], input?: string) =>
+  spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', input, timeout: 30_000 });
+
+const dir = mkdtempSync(join(tmpdir(), 'ironcage-cli-test-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('ironcage CLI', { concurrency: 4 }, () => {
+  test('passes stdout, stderr and the exit code through', () => {
+    const r = ironcage(['run', '--', 'sh', '-c', 'echo to-out; echo to-err >&2; exit 5']);
+    assert.equal(r.status, 5);
+    assert.equal(r.stdout, 'to-out\n');
+    assert.equal(r.stderr, 'to-err\n');
+  });
+
+  test('passes stdin through', () => {
+    const r = ironcage(['run', '--', 'wc', '-c'], 'twelve bytes');
+    assert.equal(r.stdout.trim(), '12');
+  });
+
+  test('--json prints the typed result with the captured output', () => {
+    const r = ironcage(['run', '--json', '--', 'sh', '-c', 'echo hi; exit 3']);
+    assert.equal(r.status, 3);
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.outcome, 'exit');
+    assert.equal(result.exitCode, 3);
+    assert.equal(result.stdout, 'hi\n');
+    assert.equal(typeof result.wallMs, 'number');
+  });
+
+  test('--timeout ends with exit code 124 and says which limit', () => {
+    const r = ironcage(['run', '--timeout', '0.5', '--', 'sleep', '30']);
+    assert.equal(r.status, 124);
+    assert.match(r.stderr, /timeout: wall-clock limit of 500 ms reached \(limits\.wallTimeMs\)/);
+  });
+
+  test('--ro, --rw, --workdir and --setenv shape the sandbox', () => {
+    writeFileSync(join(dir, 'in.txt'), 'data');
+    const r = ironcage([
+      'run',
+      '--rw',
+      dir,
+      '--workdir',
+      dir,
+      '--setenv',
+      'GREETING=hello',
+      '--',
+      'sh',
+      '-c',
+      'cat in.txt; echo " $GREETING" > out.txt; pwd',
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `data${dir}\n`);
+  });
+
+  test('host environment variables do not leak; --env passes one by name', () => {
+    const env = { ...process.env, IRONCAGE_CANARY: 'canary-value-93' };
+    const run = (args: string[]) =>
+      spawnSync(process.execPath, [cli, 'run', ...args, '--', 'sh', '-c', 'echo "[$IRONCAGE_CANARY]"'], {
+        encoding: 'utf8',
+        env,
+      });
+    assert.equal(run([]).stdout, '[]\n');
+    assert.equal(run(['--env', 'IRONCAGE_CANARY']).stdout, '[canary-value-93]\n');
+  });
+
+  test('refusals exit 125 and say what was refused and how to allow it', () => {
+    const missing = ironcage(['run', '--ro', '/does/not/exist', '--', 'true']);
+    assert.equal(missing.status, 125);
+    assert.match(missing.stderr, /filesystem\.readOnly path \/does\/not\/exist does not exist/);
+    const secret = ironcage(['run', '--ro', '/root', '--', 'true']);
+    assert.equal(secret.status, 125);
+    assert.match(secret.stderr, /hidden path \/root; to allow it, add "\/root" to filesystem\.reveal/);
+  });
+
+  test('bad policy files and flags are clear errors that name the field', () => {
+    const file = join(dir, 'bad-policy.json');
+    writeFileSync(file, JSON.stringify({ limits: { memoryMb: -5 } }));
+    const bad = ironcage(['run', '--policy', file, '--', 'true']);
+    assert.equal(bad.status, 125);
+    assert.match(bad.stderr, /limits\.memoryMb/);
+    const notJson = join(dir, 'not-json.json');
+    writeFileSync(notJson, '{ nope');
+    assert.match(ironcage(['run', '--policy', notJson, '--', 'true']).stderr, /not valid JSON/);
+    assert.match(ironcage(['run', '--memory', 'lots', '--', 'true']).stderr, /--memory takes a positive number/);
+    assert.equal(ironcage(['run', '--preset', 'lax', '--', 'true']).status, 2);
+    assert.equal(ironcage(['run']).status, 2);
+    assert.equal(ironcage(['frobnicate']).status, 2);
+  });
+
+  test('a policy file layers on the preset', () => {
+    const file = join(dir, 'policy.json');
+    writeFileSync(file, JSON.stringify({ hostname: 'from-policy', env: { set: { MODE: 'file' } } }));
+    const r = ironcage(['run', '--policy', file, '--', 'sh', '-c', 'echo $(hostname) $MODE']);
+    assert.equal(r.stdout, 'from-policy file\n');
+  });
+
+  test('SIGTERM to the CLI stops the sandbox and the CLI exits', async () => {
+    const child = spawn(process.execPath, [cli, 'run', '--', 'sleep', '60'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 1000));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+    assert.equal(code, 137, 'aborted runs exit 128+SIGKILL');
+  });
+});
