@@ -33,7 +33,7 @@ fi
 npm run --silent build
 
 if [ "$mode" = demo ]; then
-  exec node dist/src/cli/main.js demo
+  exec node dist/bin/main.js demo
 fi
 
 # Tests: everything as the current user, then (when root) the sandbox tests again as an unprivileged user.

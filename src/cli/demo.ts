@@ -106,7 +106,7 @@ export async function demoCommand(): Promise<number> {
   }
   process.stdout.write(
     failures === 0
-      ? '\nEverything hostile was contained. Try: node dist/src/cli/main.js run -- sh -c "id; ls /"\n'
+      ? '\nEverything hostile was contained. Try: node dist/bin/main.js run -- sh -c "id; ls /"\n'
       : `\n${failures} scene(s) were NOT contained: run \`ironcage doctor\`.\n`,
   );
   return failures === 0 ? 0 : 1;

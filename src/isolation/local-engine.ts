@@ -5,10 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { SandboxPolicy } from '../policy/schema.js';
+import { readFileSync } from 'node:fs';
+import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
 import {
@@ -21,7 +19,7 @@ import {
 import { realHostView } from './host-view.js';
 import { AGENT_PATH, planBwrapArgs, planEtcFiles } from './mounts.js';
 import { planRlimits } from './rlimits.js';
-import { compileSeccomp } from './seccomp/index.js';
+import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
 import { signalName } from './signals.js';
 
 /** Descriptor numbers inside bwrap; they follow stdin/stdout/stderr in the spawn stdio array. */
@@ -54,15 +52,20 @@ export interface LocalEngineOptions {
 }
 
 function defaultAgentPath(): string {
-  // dist/src/isolation/local-engine.js → package root is three levels up from this file's directory.
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../..', '../..']) {
-    const candidate = join(here, up, 'native/build/ironcage-agent');
-    if (existsSync(candidate)) return candidate;
-  }
+  const path = packageFile(AGENT_BUILD_PATH);
+  if (path !== null) return path;
   throw new SandboxSetupError(
-    'the in-sandbox agent is not built (native/build/ironcage-agent); run `npm run build` (needs gcc and libc6-dev)',
+    `the in-sandbox agent is not built (${AGENT_BUILD_PATH}); run \`npm run build\` (needs gcc and libc6-dev)`,
   );
+}
+
+/** The BPF program of a profile for this host: precompiled by the build, else compiled now. */
+async function seccompProgram(profile: SeccompProfileName): Promise<Buffer> {
+  const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
+  const prebuilt = packageFile(seccompBuildPath(profile, arch));
+  if (prebuilt !== null) return readFileSync(prebuilt);
+  const { compileSeccomp } = await import('./seccomp/index.js');
+  return compileSeccomp(profile);
 }
 
 export class LocalEngine implements Engine {
@@ -70,6 +73,7 @@ export class LocalEngine implements Engine {
   readonly #bwrap: string;
   readonly #agentPath: string;
   #cgroups: CgroupHost | null | undefined;
+  readonly #filters = new Map<SeccompProfileName, Promise<Buffer>>();
   #swept = false;
 
   constructor(options: LocalEngineOptions = {}) {
@@ -133,7 +137,11 @@ export class LocalEngine implements Engine {
     }
     let result: RunResult;
     try {
-      result = await this.#supervise(request, [...bwrapArgs, '--', ...command], cgroup, enforcement);
+      const filters = {
+        sandbox: await this.#filter('default'),
+        command: policy.seccomp === 'default' ? null : await this.#filter(policy.seccomp),
+      };
+      result = await this.#supervise(request, [...bwrapArgs, '--', ...command], filters, cgroup, enforcement);
     } catch (err) {
       await this.#refuseIfIsolationUnavailable();
       throw err;
@@ -142,6 +150,15 @@ export class LocalEngine implements Engine {
     }
     if (result.outcome === 'setup-error') await this.#refuseIfIsolationUnavailable();
     return result;
+  }
+
+  #filter(profile: SeccompProfileName): Promise<Buffer> {
+    let program = this.#filters.get(profile);
+    if (program === undefined) {
+      program = seccompProgram(profile);
+      this.#filters.set(profile, program);
+    }
+    return program;
   }
 
   /**
@@ -158,6 +175,7 @@ export class LocalEngine implements Engine {
   #supervise(
     request: RunRequest,
     args: string[],
+    filters: { sandbox: Buffer; command: Buffer | null },
     cgroup: SandboxCgroup | null,
     enforcement: Enforcement,
   ): Promise<RunResult> {
@@ -216,9 +234,9 @@ export class LocalEngine implements Engine {
 
       const stdio = child.stdio as unknown as (NodeJS.WritableStream & NodeJS.ReadableStream)[];
       const etc = planEtcFiles(policy);
-      stdio[FD.seccomp]?.end(compileSeccomp('default'));
-      if (policy.seccomp === 'default') stdio[FD.commandSeccomp]?.end();
-      else stdio[FD.commandSeccomp]?.end(compileSeccomp(policy.seccomp));
+      stdio[FD.seccomp]?.end(filters.sandbox);
+      if (filters.command === null) stdio[FD.commandSeccomp]?.end();
+      else stdio[FD.commandSeccomp]?.end(filters.command);
       stdio[FD.passwd]?.end(etc.passwd);
       stdio[FD.group]?.end(etc.group);
       stdio[FD.hosts]?.end(etc.hosts);

@@ -7,7 +7,8 @@ import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-const cli = join(dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+// The bundled CLI, exactly what `ironcage` runs once installed.
+const cli = join(dirname(fileURLToPath(import.meta.url)), '../../bin/main.js');
 const ironcage = (args: string[], input?: string) =>
   spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', input, timeout: 30_000 });
 
