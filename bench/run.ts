@@ -64,7 +64,7 @@ async function oneShot(engine: LocalEngine): Promise<void> {
   const bareArgs = [
     ...planBwrapArgs(policy, {
       host: realHostView(),
-      agentPath: join(root, 'native/build/ironcage-agent'),
+      agent: { path: join(root, 'native/build/ironcage-agent') },
       hostEnv: {},
       fds,
     }),
@@ -89,7 +89,7 @@ async function oneShot(engine: LocalEngine): Promise<void> {
     ],
     [
       'ironcage CLI (node main.js run)',
-      () => timeSpawn(process.execPath, [join(root, 'dist/src/cli/main.js'), 'run', '--', '/usr/bin/true']),
+      () => timeSpawn(process.execPath, [join(root, 'dist/bin/main.js'), 'run', '--', '/usr/bin/true']),
     ],
     ['node -e 0 (Node start alone)', () => timeSpawn(process.execPath, ['-e', '0'])],
   ];

@@ -3,9 +3,10 @@
  * the compiled seccomp filter, a cgroup where one is writable and rlimits always (set by the in-sandbox agent).
  * Like nsjail's contain.cc, this file only orchestrates: each concern lives in its own module.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
@@ -17,7 +18,7 @@ import {
   sweepStaleCgroups,
 } from './cgroups.js';
 import { realHostView } from './host-view.js';
-import { AGENT_PATH, planBwrapArgs, planEtcFiles } from './mounts.js';
+import { AGENT_PATH, MountPlanError, planBwrapArgs, planEtcFiles } from './mounts.js';
 import { planRlimits } from './rlimits.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
 import { signalName } from './signals.js';
@@ -43,13 +44,21 @@ export class SandboxSetupError extends Error {
 }
 
 export interface LocalEngineOptions {
-  /** bubblewrap binary (default: IRONCAGE_BWRAP or `bwrap` on PATH). */
+  /** bubblewrap binary (default: IRONCAGE_BWRAP, else `bwrap` found on PATH). */
   bwrapPath?: string;
   /** Host path of the built agent (default: native/build/ironcage-agent of this package). */
   agentPath?: string;
   /** Cgroup support: detected on first use unless given; `null` forces rlimits only. */
   cgroups?: CgroupHost | null;
+  /**
+   * When ironcage runs as root: the unprivileged host uid/gid that bubblewrap and every sandboxed process run as
+   * (default nobody, 65534). The sandbox user inside maps to it, never to host root.
+   */
+  sandboxHostId?: { uid: number; gid: number };
 }
+
+/** Where the agent comes from: its build path, or a descriptor when bwrap runs as another host uid. */
+const AGENT_FD = 11;
 
 function defaultAgentPath(): string {
   const path = packageFile(AGENT_BUILD_PATH);
@@ -57,6 +66,21 @@ function defaultAgentPath(): string {
   throw new SandboxSetupError(
     `the in-sandbox agent is not built (${AGENT_BUILD_PATH}); run \`npm run build\` (needs gcc and libc6-dev)`,
   );
+}
+
+/** An absolute path for bwrap, so it can be started with an empty environment. */
+function resolveExecutable(name: string): string {
+  if (name.includes('/')) return name;
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const candidate = join(dir || '.', name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return name; // spawn fails with ENOENT, and preflight explains
 }
 
 /** The BPF program of a profile for this host: precompiled by the build, else compiled now. */
@@ -72,14 +96,17 @@ export class LocalEngine implements Engine {
   readonly name = 'local-bwrap';
   readonly #bwrap: string;
   readonly #agentPath: string;
+  /** Set when running as root: bwrap drops to this identity before it creates the sandbox. */
+  readonly #hostId: { uid: number; gid: number } | null;
   #cgroups: CgroupHost | null | undefined;
   readonly #filters = new Map<SeccompProfileName, Promise<Buffer>>();
   #swept = false;
 
   constructor(options: LocalEngineOptions = {}) {
-    this.#bwrap = options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap';
+    this.#bwrap = resolveExecutable(options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap');
     this.#agentPath = options.agentPath ?? defaultAgentPath();
     this.#cgroups = options.cgroups;
+    this.#hostId = process.getuid?.() === 0 ? (options.sandboxHostId ?? { uid: 65534, gid: 65534 }) : null;
   }
 
   /** The cgroup hierarchy runs use, detected once per engine. */
@@ -98,17 +125,15 @@ export class LocalEngine implements Engine {
   async run(request: RunRequest): Promise<RunResult> {
     const { policy } = request;
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
+    if (this.#hostId !== null) refuseUnwritableBinds(policy, this.#hostId);
     const cgroups = this.cgroupHost();
     const enforcement: Enforcement =
       cgroups === null ? 'rlimit' : cgroups.mode === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
-    const rlimits = planRlimits(policy.limits, {
-      cgroup: cgroups !== null,
-      isRoot: process.getuid?.() === 0,
-    });
+    const rlimits = planRlimits(policy.limits, { cgroup: cgroups !== null });
 
     const bwrapArgs = planBwrapArgs(policy, {
       host: realHostView(),
-      agentPath: this.#agentPath,
+      agent: this.#hostId === null ? { path: this.#agentPath } : { fd: AGENT_FD },
       hostEnv: process.env,
       // Without a cgroup there is nothing to place, so the info/block handshake is skipped.
       fds: cgroups === null ? { ...FD, info: undefined, block: undefined } : FD,
@@ -187,9 +212,19 @@ export class LocalEngine implements Engine {
         : request.stdin === undefined || request.stdin === 'ignore'
           ? 'ignore'
           : 'pipe';
-    const child = spawn(this.#bwrap, args, {
-      stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
-    });
+    // bwrap gets an empty environment (it is PID 1 inside, and /proc/1/environ is readable there) and, as
+    // root, an unprivileged host identity; the agent then reaches it through a descriptor root opened.
+    const agentFd = this.#hostId === null ? 'ignore' : openSync(this.#agentPath, 'r');
+    let child: ChildProcess;
+    try {
+      child = spawn(this.#bwrap, args, {
+        env: {},
+        ...(this.#hostId ?? {}),
+        stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', agentFd],
+      });
+    } finally {
+      if (typeof agentFd === 'number') closeSync(agentFd);
+    }
 
     return new Promise<RunResult>((resolve, reject) => {
       let killedFor: Outcome | null = null;
@@ -358,6 +393,33 @@ function classify(
     return { outcome: 'oom', exitCode: status.code, signal: null, message: memoryMessage(policy) };
   }
   return { outcome: 'exit', exitCode: status.code, signal: null };
+}
+
+/**
+ * As root, sandboxes run as an unprivileged host uid, so a writable bind must be writable by it. Refuse up front
+ * with the fix rather than letting every write fail inside; ironcage never changes ownership of your files.
+ */
+function refuseUnwritableBinds(policy: SandboxPolicy, id: { uid: number; gid: number }): void {
+  for (const bind of policy.filesystem.writable) {
+    let st: ReturnType<typeof statSync>;
+    try {
+      st = statSync(bind.host);
+    } catch {
+      continue; // the planner reports missing paths
+    }
+    const writable =
+      (st.uid === id.uid && (st.mode & 0o200) !== 0) ||
+      (st.gid === id.gid && (st.mode & 0o020) !== 0) ||
+      (st.mode & 0o002) !== 0;
+    if (!writable) {
+      throw new MountPlanError(
+        `refused: filesystem.writable path ${bind.host} is not writable by the sandbox: as root, ironcage runs ` +
+          `sandboxes as host uid ${id.uid} (gid ${id.gid}), never as root; make it writable for them ` +
+          `(e.g. \`chown ${id.uid}:${id.gid} ${bind.host}\`) or run ironcage as the directory's owner`,
+        'filesystem.writable',
+      );
+    }
+  }
 }
 
 function memoryMessage(policy: SandboxPolicy): string {

@@ -40,8 +40,11 @@ export interface PlanFds {
 
 export interface PlanContext {
   host: HostView;
-  /** Host path of the in-sandbox agent binary, bound read-only at AGENT_PATH. */
-  agentPath: string;
+  /**
+   * The in-sandbox agent binary, placed read-only at AGENT_PATH: bound from its host path, or copied from a
+   * descriptor when bwrap runs as a host uid that may not be able to reach the build directory.
+   */
+  agent: { path: string } | { fd: number };
   /** The caller's environment, read only for names listed in policy.env.pass. */
   hostEnv: Readonly<Record<string, string | undefined>>;
   fds: PlanFds;
@@ -268,9 +271,15 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
     '--ro-bind-data',
     String(ctx.fds.hosts),
     '/etc/hosts',
-    '--ro-bind',
-    ctx.agentPath,
-    AGENT_PATH,
+    ...('fd' in ctx.agent
+      ? ['--perms', '0555', '--ro-bind-data', String(ctx.agent.fd), AGENT_PATH]
+      : ['--ro-bind', ctx.agent.path, AGENT_PATH]),
+    // Everything is in place: the root and /dev become read-only (they are bwrap's own unbounded tmpfs, so a
+    // writable root would let a sandbox fill host memory); scratch mounts stay writable.
+    '--remount-ro',
+    '/',
+    '--remount-ro',
+    '/dev',
     '--chdir',
     fs.workdir,
   );

@@ -5,18 +5,10 @@
  */
 import type { Limits } from '../policy/schema.js';
 
-export class LimitUnenforceableError extends Error {
-  readonly code = 'LIMIT_UNENFORCEABLE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'LimitUnenforceableError';
-  }
-}
-
 const MiB = 1024 * 1024;
 
 /** Agent `--rlimit NAME=SOFT:HARD` arguments for these limits. */
-export function planRlimits(limits: Limits, host: { cgroup: boolean; isRoot: boolean }): string[] {
+export function planRlimits(limits: Limits, host: { cgroup: boolean }): string[] {
   const cpuSeconds = Math.ceil(limits.cpuTimeMs / 1000);
   const out = [
     // SIGXCPU at the soft limit, SIGKILL one second later if the process ignores it.
@@ -26,15 +18,8 @@ export function planRlimits(limits: Limits, host: { cgroup: boolean; isRoot: boo
     'core=0:0',
   ];
   if (!host.cgroup) {
-    if (host.isRoot) {
-      // The sandbox user maps to host root, which the kernel exempts from RLIMIT_NPROC: refuse, never pretend.
-      throw new LimitUnenforceableError(
-        'refused: running as root without a writable cgroup hierarchy, so limits.processes cannot be enforced ' +
-          '(RLIMIT_NPROC does not apply to root); mount cgroup v2 with the memory and pids controllers ' +
-          'or run ironcage as an unprivileged user. `ironcage doctor` shows the cgroup state.',
-      );
-    }
-    // RLIMIT_NPROC is counted per user namespace, so it caps this sandbox alone.
+    // RLIMIT_NPROC is counted per user namespace, so it caps this sandbox alone (the sandbox never maps to
+    // host root, which the kernel would exempt).
     out.push(
       `nproc=${limits.processes}:${limits.processes}`,
       `data=${limits.memoryMb * MiB}:${limits.memoryMb * MiB}`,

@@ -24,7 +24,9 @@ test('the battery has at least 60 probes with unique ids, each documented', () =
 
 // The repository copy of the document; absent in the unprivileged test copy, which has no docs/.
 const doc = join(dirname(fileURLToPath(import.meta.url)), '../../../docs/escape-battery.md');
-test('docs/escape-battery.md is the rendering of the probe tables', { skip: !existsSync(doc) && 'no docs/' }, () => {
+test('docs/escape-battery.md is the rendering of the probe tables', {
+  skip: !existsSync(doc) && 'no docs/',
+}, () => {
   assert.equal(
     readFileSync(doc, 'utf8'),
     renderBatteryDoc(),

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -299,6 +299,8 @@ export function onTeardown(fn: () => void | Promise<void>): void {
 /** A host directory removed when the battery ends. */
 export function scratchHostDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  // As root, sandboxes run as host uid 65534: scratch directories are shared with it (probes bind them rw).
+  chmodSync(dir, 0o777);
   closers.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }

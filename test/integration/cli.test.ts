@@ -1,7 +1,7 @@
 /** `ironcage run` and friends as a user types them: real processes, real exit codes. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -13,6 +13,8 @@ const ironcage = (args: string[], input?: string) =>
   spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', input, timeout: 30_000 });
 
 const dir = mkdtempSync(join(tmpdir(), 'ironcage-cli-test-'));
+// As root, sandboxes run as host uid 65534; the shared test directory must be writable for it.
+chmodSync(dir, 0o777);
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('ironcage CLI', { concurrency: 4 }, () => {

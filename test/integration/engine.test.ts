@@ -1,6 +1,6 @@
 /** The local engine for real: bwrap, the kernel, cgroups (as root) or rlimits (as a user). */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -27,6 +27,8 @@ async function run(argv: string[], layer: SandboxPolicyInput = {}, extra: Partia
 }
 
 const scratch = mkdtempSync(join(tmpdir(), 'ironcage-engine-test-'));
+// As root, sandboxes run as host uid 65534: the directories they use must be reachable by it.
+chmodSync(scratch, 0o755);
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe('local engine', { concurrency: 4 }, () => {
@@ -111,6 +113,7 @@ describe('local engine', { concurrency: 4 }, () => {
     const rw = join(scratch, 'rw');
     mkdirSync(ro);
     mkdirSync(rw);
+    chmodSync(rw, 0o777);
     writeFileSync(join(ro, 'input.txt'), 'from host\n');
     const r = await run(
       ['sh', '-c', `cat ${ro}/input.txt; touch ${ro}/x 2>&1 || true; echo written > ${rw}/out.txt`],
@@ -125,6 +128,31 @@ describe('local engine', { concurrency: 4 }, () => {
 
   test('a refused policy throws MountPlanError before anything starts', async () => {
     await assert.rejects(run(['true'], { filesystem: { readOnly: ['/root'] } }), MountPlanError);
+  });
+
+  test('as root, sandboxes run as an unprivileged host uid and a bind they cannot write is refused', {
+    skip: isRoot ? false : 'needs root',
+  }, async () => {
+    const running = run(['sleep', '1.31415']);
+    await new Promise((r) => setTimeout(r, 700));
+    const uids = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .flatMap((pid) => {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') !== 'sleep\u00001.31415\u0000') return [];
+          return [/^Uid:\t(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]];
+        } catch {
+          return [];
+        }
+      });
+    await running;
+    assert.deepEqual(uids, ['65534'], 'the sandboxed process runs as nobody on the host, not root');
+    const closed = join(scratch, 'closed');
+    mkdirSync(closed, { mode: 0o755 });
+    await assert.rejects(
+      run(['true'], { filesystem: { writable: [closed] } }),
+      (err: unknown) => err instanceof MountPlanError && /not writable by the sandbox.*chown 65534:65534/.test(err.message),
+    );
   });
 
   test('the strict profile runs computation but cannot start processes or open sockets', async () => {

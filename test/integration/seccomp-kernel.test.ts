@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { SYSCALL_TABLES, archFromNode } from '../../src/isolation/seccomp/arch.js';
+import { archFromNode, SYSCALL_TABLES } from '../../src/isolation/seccomp/arch.js';
 import { compileSeccomp } from '../../src/isolation/seccomp/index.js';
 
 const haveBwrap = spawnSync('bwrap', ['--version']).status === 0;
@@ -160,7 +160,9 @@ const probeNumbers = JSON.stringify({
 
 const { EPERM, ENOSYS, EAFNOSUPPORT } = { EPERM: 1, ENOSYS: 38, EAFNOSUPPORT: 97 };
 
-describe('seccomp filters on the real kernel (bwrap --seccomp)', { skip: !haveBwrap && 'bwrap is not installed' }, () => {
+describe('seccomp filters on the real kernel (bwrap --seccomp)', {
+  skip: !haveBwrap && 'bwrap is not installed',
+}, () => {
   test('default: refusals happen in the kernel, with the documented errno', async () => {
     const r = await sandbox('default', ['python3', '-c', PROBE, probeNumbers]);
     assert.equal(r.code, 0, r.stderr);
@@ -183,7 +185,8 @@ describe('seccomp filters on the real kernel (bwrap --seccomp)', { skip: !haveBw
     assert.equal(got.personality_query, 0);
     assert.equal(got.clone3, ENOSYS);
     assert.equal(got.clone_newnet, EPERM);
-    for (const name of ['bpf', 'userfaultfd', 'keyctl', 'perf_event_open']) assert.equal(got[name], EPERM, name);
+    for (const name of ['bpf', 'userfaultfd', 'keyctl', 'perf_event_open'])
+      assert.equal(got[name], EPERM, name);
     assert.equal(got.unknown_syscall, ENOSYS);
     if (arch === 'x86_64') assert.equal(got.x32_getpid, ENOSYS);
   });
@@ -221,7 +224,11 @@ describe('seccomp filters on the real kernel (bwrap --seccomp)', { skip: !haveBw
     assert.equal(pip.code, 0, pip.stderr);
     assert.match(pip.stdout, /^pip /);
 
-    const node = await sandbox('default', ['node', '-e', 'console.log(require("fs").readdirSync("/").join(","))']);
+    const node = await sandbox('default', [
+      'node',
+      '-e',
+      'console.log(require("fs").readdirSync("/").join(","))',
+    ]);
     assert.equal(node.code, 0, node.stderr);
     assert.ok(node.stdout.trim().split(',').includes('usr'));
 
@@ -247,7 +254,7 @@ describe('seccomp filters on the real kernel (bwrap --seccomp)', { skip: !haveBw
       'sh',
       '-c',
       'printf \'#include <stdio.h>\\nint main(void){puts("hello");return 0;}\\n\' > /tmp/h.c && ' +
-        'gcc -O2 -o /tmp/h /tmp/h.c && /tmp/h && printf \'all:\\n\\t@echo made\\n\' > /tmp/Makefile && make -s -C /tmp',
+        "gcc -O2 -o /tmp/h /tmp/h.c && /tmp/h && printf 'all:\\n\\t@echo made\\n' > /tmp/Makefile && make -s -C /tmp",
     ]);
     assert.deepEqual([gcc.code, gcc.stdout], [0, 'hello\nmade\n'], gcc.stderr);
   });

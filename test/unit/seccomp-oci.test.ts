@@ -1,14 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { AUDIT_ARCH, SYSCALL_TABLES, type SeccompArch, seccompArches } from '../../src/isolation/seccomp/arch.js';
+import {
+  AUDIT_ARCH,
+  type SeccompArch,
+  SYSCALL_TABLES,
+  seccompArches,
+} from '../../src/isolation/seccomp/arch.js';
 import { compileSeccomp } from '../../src/isolation/seccomp/index.js';
 import { runSeccomp } from '../../src/isolation/seccomp/interpreter.js';
 import {
-  type OciSeccomp,
   disjointRegions,
   evaluateOci,
   kubernetesLocalhostProfile,
+  type OciSeccomp,
   ociSeccompJson,
   toOciSeccomp,
 } from '../../src/isolation/seccomp/oci.js';
@@ -38,7 +43,10 @@ function assertStructurallyValid(oci: OciSeccomp): void {
     if (rule.action === 'SCMP_ACT_ALLOW') assert.equal(rule.errnoRet, undefined);
     else assert.ok(Number.isInteger(rule.errnoRet) && (rule.errnoRet as number) > 0);
     for (const name of rule.names) {
-      assert.ok(seccompArches.some((arch) => name in SYSCALL_TABLES[arch]), `unknown syscall ${name}`);
+      assert.ok(
+        seccompArches.some((arch) => name in SYSCALL_TABLES[arch]),
+        `unknown syscall ${name}`,
+      );
       if (rule.args === undefined) {
         assert.ok(!unconditional.has(name), `${name} listed twice`);
         unconditional.add(name);
@@ -88,11 +96,18 @@ describe('OCI export', () => {
           for (const c of profile.rules[name]?.cases ?? []) {
             const args = [0n, 0n, 0n, 0n, 0n, 0n];
             for (const m of c.when) args[m.arg] = (args[m.arg] as bigint) | m.value;
-            probes.push(args, args.map((a) => a | (0xffff_0000n << 32n)), args.map((a) => a ^ 1n), args.map((a) => a ^ 0x100n));
+            probes.push(
+              args,
+              args.map((a) => a | (0xffff_0000n << 32n)),
+              args.map((a) => a ^ 1n),
+              args.map((a) => a ^ 0x100n),
+            );
           }
           for (const args of probes) compare(name, nr, args);
         }
-        const conditional = Object.entries(profile.rules).filter(([n, r]) => r.cases.length > 0 && n in SYSCALL_TABLES[arch]);
+        const conditional = Object.entries(profile.rules).filter(
+          ([n, r]) => r.cases.length > 0 && n in SYSCALL_TABLES[arch],
+        );
         fc.assert(
           fc.property(
             fc.nat(),
@@ -143,14 +158,19 @@ describe('OCI export', () => {
     const parsed = JSON.parse(k8s.content);
     assert.deepEqual(parsed.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_AARCH64']);
     assert.equal(parsed.defaultAction, 'SCMP_ACT_ERRNO');
-    const allowed = parsed.syscalls.find((r: { action: string; args?: unknown }) => r.action === 'SCMP_ACT_ALLOW' && !r.args);
+    const allowed = parsed.syscalls.find(
+      (r: { action: string; args?: unknown }) => r.action === 'SCMP_ACT_ALLOW' && !r.args,
+    );
     assert.ok(allowed.names.includes('open'), 'x86_64-only names are kept for x86_64 nodes');
     assert.ok(allowed.names.includes('read'));
     // The multi-arch object evaluates per arch like the single-arch one.
     const multi = toOciSeccomp('default', ['x86_64', 'aarch64']);
     for (const arch of seccompArches as readonly SeccompArch[]) {
       const nr = SYSCALL_TABLES[arch].ptrace as number;
-      assert.deepEqual(evaluateOci(multi, arch, { nr, arch: AUDIT_ARCH[arch] }), { action: 'errno', errno: 1 });
+      assert.deepEqual(evaluateOci(multi, arch, { nr, arch: AUDIT_ARCH[arch] }), {
+        action: 'errno',
+        errno: 1,
+      });
     }
   });
 });

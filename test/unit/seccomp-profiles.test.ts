@@ -1,29 +1,39 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { AUDIT_ARCH, SYSCALL_TABLES, type SeccompArch, seccompArches } from '../../src/isolation/seccomp/arch.js';
+import {
+  AUDIT_ARCH,
+  type SeccompArch,
+  SYSCALL_TABLES,
+  seccompArches,
+} from '../../src/isolation/seccomp/arch.js';
 import { compileProfile } from '../../src/isolation/seccomp/compile.js';
 import { AF, CLONE, ERRNO, TTY_IOCTL } from '../../src/isolation/seccomp/constants.js';
 import {
-  UnsupportedArchError,
   archFromNode,
   compileSeccomp,
   decodeProgram,
   listProfile,
+  UnsupportedArchError,
 } from '../../src/isolation/seccomp/index.js';
-import { type SeccompVerdict, runSeccomp } from '../../src/isolation/seccomp/interpreter.js';
+import { runSeccomp, type SeccompVerdict } from '../../src/isolation/seccomp/interpreter.js';
 import {
-  PROFILES,
-  type SeccompProfile,
   allowedSyscallCount,
+  PROFILES,
   ruleCanAllow,
+  type SeccompProfile,
 } from '../../src/isolation/seccomp/profiles.js';
 
 const U64 = (1n << 64n) - 1n;
 const profileNames = ['strict', 'default'] as const;
 
 /** Independent reading of a profile (straight from its data, no BPF) used as the oracle. */
-function reference(profile: SeccompProfile, arch: SeccompArch, nr: number, args: readonly bigint[]): SeccompVerdict {
+function reference(
+  profile: SeccompProfile,
+  arch: SeccompArch,
+  nr: number,
+  args: readonly bigint[],
+): SeccompVerdict {
   const u = nr >>> 0;
   if (arch === 'x86_64' && (u & 0x4000_0000) !== 0) return { action: 'errno', errno: profile.x32Errno };
   const name = Object.entries(SYSCALL_TABLES[arch]).find(([, n]) => n === u)?.[0];
@@ -38,7 +48,7 @@ function reference(profile: SeccompProfile, arch: SeccompArch, nr: number, args:
       const seen = m.width === 32 ? raw & 0xffff_ffffn : raw; // the kernel's view of an int argument
       return (seen & m.mask) === m.value;
     });
-    if (hit) return toVerdict(c.then);
+    if (hit) return toVerdict(c.action);
   }
   return toVerdict(rule.otherwise);
 }
@@ -59,8 +69,12 @@ function run(profile: (typeof profileNames)[number], arch: SeccompArch, name: st
   assert.notEqual(nr, undefined, `${name} on ${arch}`);
   return runSeccomp(program(profile, arch), { nr: nr as number, arch: AUDIT_ARCH[arch], args });
 }
-const verdict = (profile: (typeof profileNames)[number], arch: SeccompArch, name: string, args: bigint[] = []) =>
-  run(profile, arch, name, args).verdict;
+const verdict = (
+  profile: (typeof profileNames)[number],
+  arch: SeccompArch,
+  name: string,
+  args: bigint[] = [],
+) => run(profile, arch, name, args).verdict;
 
 const ALLOW = { action: 'allow' };
 const EPERM = { action: 'errno', errno: ERRNO.EPERM };
@@ -155,7 +169,11 @@ describe('decisions spelled out (not derived from the profile data)', () => {
         ];
         if (arch === 'x86_64') denied.push('iopl', 'ioperm', 'modify_ldt', 'uselib', '_sysctl');
         for (const name of denied) assert.deepEqual(verdict(profile, arch, name), EPERM, name);
-        assert.deepEqual(verdict(profile, arch, 'clone3'), ENOSYS, 'clone3 → ENOSYS so glibc falls back to clone');
+        assert.deepEqual(
+          verdict(profile, arch, 'clone3'),
+          ENOSYS,
+          'clone3 → ENOSYS so glibc falls back to clone',
+        );
       });
 
       test(`${profile}/${arch}: personality only PER_LINUX and the query`, () => {
@@ -181,17 +199,40 @@ describe('decisions spelled out (not derived from the profile data)', () => {
 
     test(`default/${arch}: socket families`, () => {
       for (const family of [AF.UNIX, AF.INET, AF.INET6]) {
-        assert.deepEqual(verdict('default', arch, 'socket', [BigInt(family), 1n, 0n]), ALLOW, `family ${family}`);
+        assert.deepEqual(
+          verdict('default', arch, 'socket', [BigInt(family), 1n, 0n]),
+          ALLOW,
+          `family ${family}`,
+        );
         // high bits of an int argument are ignored by the kernel, so they must not change our answer either
         assert.deepEqual(verdict('default', arch, 'socket', [(7n << 32n) | BigInt(family), 1n, 0n]), ALLOW);
       }
-      assert.deepEqual(verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 0n]), ALLOW, 'NETLINK_ROUTE');
-      assert.deepEqual(verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 9n]), EAFNOSUPPORT, 'NETLINK_AUDIT');
-      assert.deepEqual(verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 15n]), EAFNOSUPPORT, 'uevent');
+      assert.deepEqual(
+        verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 0n]),
+        ALLOW,
+        'NETLINK_ROUTE',
+      );
+      assert.deepEqual(
+        verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 9n]),
+        EAFNOSUPPORT,
+        'NETLINK_AUDIT',
+      );
+      assert.deepEqual(
+        verdict('default', arch, 'socket', [BigInt(AF.NETLINK), 3n, 15n]),
+        EAFNOSUPPORT,
+        'uevent',
+      );
       for (const family of [AF.PACKET, AF.ALG, AF.VSOCK, 4 /* IPX */, 29 /* CAN */, 44 /* XDP */]) {
-        assert.deepEqual(verdict('default', arch, 'socket', [BigInt(family), 1n, 0n]), EAFNOSUPPORT, `${family}`);
+        assert.deepEqual(
+          verdict('default', arch, 'socket', [BigInt(family), 1n, 0n]),
+          EAFNOSUPPORT,
+          `${family}`,
+        );
         // the bypass a 64-bit compare would allow: family AF_VSOCK with junk in the high word
-        assert.deepEqual(verdict('default', arch, 'socket', [(1n << 32n) | BigInt(family), 1n, 0n]), EAFNOSUPPORT);
+        assert.deepEqual(
+          verdict('default', arch, 'socket', [(1n << 32n) | BigInt(family), 1n, 0n]),
+          EAFNOSUPPORT,
+        );
       }
       assert.deepEqual(verdict('default', arch, 'socketpair', [BigInt(AF.UNIX), 1n, 0n, 0n]), ALLOW);
       assert.deepEqual(verdict('default', arch, 'socketpair', [BigInt(AF.INET), 1n, 0n, 0n]), EAFNOSUPPORT);
@@ -289,19 +330,25 @@ describe('property tests', () => {
 
   test('a number the profile never allows is never allowed, whatever the arguments', () => {
     fc.assert(
-      fc.property(profileArb, archArb, fc.integer({ min: 0, max: 0xffff_ffff }), argsArb, (p, arch, raw, args) => {
-        const profile = PROFILES[p];
-        const allowedNumbers = new Set(
-          Object.entries(profile.rules)
-            .filter(([name, rule]) => name in SYSCALL_TABLES[arch] && ruleCanAllow(rule))
-            .map(([name]) => SYSCALL_TABLES[arch][name]),
-        );
-        // bias towards the syscall range, where the interesting numbers are
-        const nr = raw % 3 === 0 ? raw : raw % 512;
-        if (allowedNumbers.has(nr)) return;
-        const v = runSeccomp(program(p, arch), { nr, arch: AUDIT_ARCH[arch], args }).verdict;
-        assert.notEqual(v.action, 'allow', `nr ${nr}`);
-      }),
+      fc.property(
+        profileArb,
+        archArb,
+        fc.integer({ min: 0, max: 0xffff_ffff }),
+        argsArb,
+        (p, arch, raw, args) => {
+          const profile = PROFILES[p];
+          const allowedNumbers = new Set(
+            Object.entries(profile.rules)
+              .filter(([name, rule]) => name in SYSCALL_TABLES[arch] && ruleCanAllow(rule))
+              .map(([name]) => SYSCALL_TABLES[arch][name]),
+          );
+          // bias towards the syscall range, where the interesting numbers are
+          const nr = raw % 3 === 0 ? raw : raw % 512;
+          if (allowedNumbers.has(nr)) return;
+          const v = runSeccomp(program(p, arch), { nr, arch: AUDIT_ARCH[arch], args }).verdict;
+          assert.notEqual(v.action, 'allow', `nr ${nr}`);
+        },
+      ),
       { numRuns: 3000 },
     );
   });
@@ -349,11 +396,17 @@ describe('property tests', () => {
 
   test('any other architecture is killed', () => {
     fc.assert(
-      fc.property(profileArb, archArb, fc.nat({ max: 0xffff_ffff }), fc.nat({ max: 1000 }), (p, arch, other, nr) => {
-        if (other === AUDIT_ARCH[arch]) return;
-        const v = runSeccomp(program(p, arch), { nr, arch: other }).verdict;
-        assert.deepEqual(v, { action: 'kill_process' });
-      }),
+      fc.property(
+        profileArb,
+        archArb,
+        fc.nat({ max: 0xffff_ffff }),
+        fc.nat({ max: 1000 }),
+        (p, arch, other, nr) => {
+          if (other === AUDIT_ARCH[arch]) return;
+          const v = runSeccomp(program(p, arch), { nr, arch: other }).verdict;
+          assert.deepEqual(v, { action: 'kill_process' });
+        },
+      ),
       { numRuns: 2000 },
     );
     // i386 (int 0x80 on x86_64) and arm32 compat calls in particular
@@ -380,12 +433,18 @@ describe('property tests', () => {
     for (const p of profileNames) {
       for (const arch of seccompArches) {
         assert.deepEqual(runSeccomp(program(p, arch), { nr: 999, arch: AUDIT_ARCH[arch] }).verdict, ENOSYS);
-        assert.deepEqual(runSeccomp(program(p, arch), { nr: 0x3fff_ffff, arch: AUDIT_ARCH[arch] }).verdict, ENOSYS);
+        assert.deepEqual(
+          runSeccomp(program(p, arch), { nr: 0x3fff_ffff, arch: AUDIT_ARCH[arch] }).verdict,
+          ENOSYS,
+        );
         assert.deepEqual(verdict(p, arch, 'lsm_list_modules'), EPERM);
       }
     }
     // aarch64 has no x32 bit: a negative number is simply unknown
-    assert.deepEqual(runSeccomp(program('default', 'aarch64'), { nr: -1, arch: AUDIT_ARCH.aarch64 }).verdict, ENOSYS);
+    assert.deepEqual(
+      runSeccomp(program('default', 'aarch64'), { nr: -1, arch: AUDIT_ARCH.aarch64 }).verdict,
+      ENOSYS,
+    );
   });
 });
 
@@ -393,7 +452,10 @@ describe('profile data and listing', () => {
   test('every profile syscall name exists on at least one arch; allowlist sizes are as documented', () => {
     for (const p of profileNames) {
       for (const name of Object.keys(PROFILES[p].rules)) {
-        assert.ok(seccompArches.some((a) => name in SYSCALL_TABLES[a]), name);
+        assert.ok(
+          seccompArches.some((a) => name in SYSCALL_TABLES[a]),
+          name,
+        );
       }
     }
     for (const arch of seccompArches) {
@@ -416,7 +478,10 @@ describe('profile data and listing', () => {
     assert.match(ptrace?.reason ?? '', /agent/);
     for (const d of listing.denied) assert.ok(d.reason.length > 10, d.syscall);
     for (const c of listing.conditional) assert.ok(c.rule.length > 10, c.syscall);
-    assert.equal(listing.allowed.length + listing.conditional.length, allowedSyscallCount('default', 'x86_64'));
+    assert.equal(
+      listing.allowed.length + listing.conditional.length,
+      allowedSyscallCount('default', 'x86_64'),
+    );
     assert.ok(!listProfile('default', 'aarch64').allowed.includes('open'), 'aarch64 has no open(2)');
   });
 });

@@ -11,7 +11,17 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 describe('syscall tables', () => {
   test('well-known x86_64 numbers', () => {
-    const expected = { read: 0, write: 1, open: 2, mmap: 9, ioctl: 16, clone: 56, fork: 57, execve: 59, ptrace: 101 };
+    const expected = {
+      read: 0,
+      write: 1,
+      open: 2,
+      mmap: 9,
+      ioctl: 16,
+      clone: 56,
+      fork: 57,
+      execve: 59,
+      ptrace: 101,
+    };
     for (const [name, nr] of Object.entries(expected)) assert.equal(X86_64_SYSCALLS[name], nr, name);
     assert.equal(X86_64_SYSCALLS.arch_prctl, 158);
     assert.equal(X86_64_SYSCALLS.io_uring_setup, 425);
@@ -35,13 +45,29 @@ describe('syscall tables', () => {
       memfd_secret: 447, // __ARCH_WANT_MEMFD_SECRET
     };
     for (const [name, nr] of Object.entries(expected)) assert.equal(AARCH64_SYSCALLS[name], nr, name);
-    for (const absent of ['open', 'stat', 'fork', 'arch_prctl', 'fcntl64', 'mmap2', 'sync_file_range2', 'arch_specific_syscall', 'syscalls']) {
+    for (const absent of [
+      'open',
+      'stat',
+      'fork',
+      'arch_prctl',
+      'fcntl64',
+      'mmap2',
+      'sync_file_range2',
+      'arch_specific_syscall',
+      'syscalls',
+    ]) {
       assert.equal(AARCH64_SYSCALLS[absent], undefined, absent);
     }
   });
 
   test('post-6.1 syscalls share numbers on both architectures', () => {
-    for (const [name, nr] of Object.entries({ cachestat: 451, fchmodat2: 452, futex_wait: 455, mseal: 462, file_setattr: 469 })) {
+    for (const [name, nr] of Object.entries({
+      cachestat: 451,
+      fchmodat2: 452,
+      futex_wait: 455,
+      mseal: 462,
+      file_setattr: 469,
+    })) {
       assert.equal(X86_64_SYSCALLS[name], nr, name);
       assert.equal(AARCH64_SYSCALLS[name], nr, name);
     }
@@ -55,12 +81,17 @@ describe('syscall tables', () => {
     }
   });
 
-  test('the committed tables are what the generator produces from this host\'s headers', (t) => {
-    if (!existsSync('/usr/include/asm-generic/unistd.h') || !existsSync('/usr/include/x86_64-linux-gnu/asm/unistd_64.h')) {
+  test("the committed tables are what the generator produces from this host's headers", (t) => {
+    if (
+      !existsSync('/usr/include/asm-generic/unistd.h') ||
+      !existsSync('/usr/include/x86_64-linux-gnu/asm/unistd_64.h')
+    ) {
       t.skip('Linux UAPI headers (linux-libc-dev) are not installed');
       return;
     }
     // --check exits 1 when a generated file differs; execFileSync throws then.
-    execFileSync(process.execPath, [join(root, 'scripts/gen-syscall-tables.mjs'), '--check'], { stdio: 'pipe' });
+    execFileSync(process.execPath, [join(root, 'scripts/gen-syscall-tables.mjs'), '--check'], {
+      stdio: 'pipe',
+    });
   });
 });

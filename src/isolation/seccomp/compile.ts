@@ -136,7 +136,7 @@ function emitArgumentBlock(asm: BpfAssembler, rule: SyscallRule): void {
   for (const c of rule.cases) {
     const miss = asm.newLabel('miss');
     for (const match of c.when) emitMatch(asm, match, miss);
-    asm.ret(actionValue(c.then));
+    asm.ret(actionValue(c.action));
     asm.label(miss);
   }
   asm.ret(actionValue(rule.otherwise));

@@ -183,7 +183,7 @@ export function disjointRegions(rule: SyscallRule): { cube: Cube; action: RuleAc
         if (miss !== null) left.push(miss);
       }
     }
-    for (const cube of merge(taken)) regions.push({ cube, action: c.then });
+    for (const cube of merge(taken)) regions.push({ cube, action: c.action });
     remaining = merge(left);
   }
   for (const cube of remaining) regions.push({ cube, action: rule.otherwise });

@@ -32,7 +32,7 @@ export interface ArgMatch {
 /** All matches must hold (AND). */
 export interface ArgCase {
   when: readonly ArgMatch[];
-  then: RuleAction;
+  action: RuleAction;
 }
 
 export interface SyscallRule {
@@ -203,7 +203,7 @@ const DENIALS: ReadonlyArray<{ names: string[]; reason: string; errno?: number }
 const ioctlRule: SyscallRule = {
   cases: [TTY_IOCTL.TIOCSTI, TTY_IOCTL.TIOCLINUX, TTY_IOCTL.TIOCCONS, TTY_IOCTL.TIOCSETD].map((cmd) => ({
     when: [int32Equals(1, cmd)],
-    then: EPERM,
+    action: EPERM,
   })),
   otherwise: ALLOW,
   reason:
@@ -214,8 +214,8 @@ const ioctlRule: SyscallRule = {
 
 const socketRule: SyscallRule = {
   cases: [
-    ...[AF.UNIX, AF.INET, AF.INET6].map((family) => ({ when: [int32Equals(0, family)], then: ALLOW })),
-    { when: [int32Equals(0, AF.NETLINK), int32Equals(2, NETLINK_ROUTE)], then: ALLOW },
+    ...[AF.UNIX, AF.INET, AF.INET6].map((family) => ({ when: [int32Equals(0, family)], action: ALLOW })),
+    { when: [int32Equals(0, AF.NETLINK), int32Equals(2, NETLINK_ROUTE)], action: ALLOW },
   ],
   otherwise: errno(ERRNO.EAFNOSUPPORT),
   reason:
@@ -225,15 +225,15 @@ const socketRule: SyscallRule = {
 };
 
 const socketpairRule: SyscallRule = {
-  cases: [{ when: [int32Equals(0, AF.UNIX)], then: ALLOW }],
+  cases: [{ when: [int32Equals(0, AF.UNIX)], action: ALLOW }],
   otherwise: errno(ERRNO.EAFNOSUPPORT),
   reason: 'AF_UNIX only, for the same reason as socket',
 };
 
 const personalityRule: SyscallRule = {
   cases: [
-    { when: [int32Equals(0, PERSONALITY.PER_LINUX)], then: ALLOW },
-    { when: [int32Equals(0, PERSONALITY.QUERY)], then: ALLOW },
+    { when: [int32Equals(0, PERSONALITY.PER_LINUX)], action: ALLOW },
+    { when: [int32Equals(0, PERSONALITY.QUERY)], action: ALLOW },
   ],
   otherwise: EPERM,
   reason:
@@ -246,7 +246,7 @@ const personalityRule: SyscallRule = {
  * reach the high word, so any high bit is refused rather than trusted to be ignored.
  */
 const cloneNoNamespaces: SyscallRule = {
-  cases: [{ when: [masked(0, 64, HIGH32 | BigInt(CLONE_NEW_NAMESPACE_FLAGS))], then: ALLOW }],
+  cases: [{ when: [masked(0, 64, HIGH32 | BigInt(CLONE_NEW_NAMESPACE_FLAGS))], action: ALLOW }],
   otherwise: EPERM,
   reason:
     'new processes and threads are fine; any CLONE_NEW* flag (new namespaces) or high flag bit is refused',
@@ -256,7 +256,7 @@ const cloneThreadsOnly: SyscallRule = {
   cases: [
     {
       when: [masked(0, 64, HIGH32 | BigInt(CLONE_NEW_NAMESPACE_FLAGS | CLONE.THREAD), BigInt(CLONE.THREAD))],
-      then: ALLOW,
+      action: ALLOW,
     },
   ],
   otherwise: EPERM,
@@ -264,7 +264,9 @@ const cloneThreadsOnly: SyscallRule = {
 };
 
 const unshareNoNamespaces: SyscallRule = {
-  cases: [{ when: [masked(0, 64, HIGH32 | BigInt(CLONE_NEW_NAMESPACE_FLAGS | CLONE.NEWTIME))], then: ALLOW }],
+  cases: [
+    { when: [masked(0, 64, HIGH32 | BigInt(CLONE_NEW_NAMESPACE_FLAGS | CLONE.NEWTIME))], action: ALLOW },
+  ],
   otherwise: EPERM,
   reason: 'unsharing files/fs/semaphores is fine; new namespaces are refused (user namespaces above all)',
 };
@@ -272,7 +274,7 @@ const unshareNoNamespaces: SyscallRule = {
 /** O_ACCMODE | O_CREAT | O_TRUNC: identical on x86_64 and aarch64. */
 const OPEN_WRITE_FLAGS = 0x3 | 0x40 | 0x200;
 const readOnlyOpen = (flagsArg: ArgIndex): SyscallRule => ({
-  cases: [{ when: [masked(flagsArg, 32, BigInt(OPEN_WRITE_FLAGS))], then: ALLOW }],
+  cases: [{ when: [masked(flagsArg, 32, BigInt(OPEN_WRITE_FLAGS))], action: ALLOW }],
   otherwise: EPERM,
   reason:
     'read-only opens: O_WRONLY, O_RDWR, O_CREAT and O_TRUNC are refused (strict computes, it does not write files)',
@@ -705,7 +707,7 @@ export interface ProfileListing {
 
 /** Whether a rule can allow some call (unconditional or conditional). */
 export function ruleCanAllow(rule: SyscallRule): boolean {
-  return rule.otherwise.kind === 'allow' || rule.cases.some((c) => c.then.kind === 'allow');
+  return rule.otherwise.kind === 'allow' || rule.cases.some((c) => c.action.kind === 'allow');
 }
 
 /** Each profile's allowed syscalls and denials with reasons, for one arch (names it lacks are left out). */
@@ -720,7 +722,7 @@ export function listProfile(profile: SeccompProfileName, arch: SeccompArch): Pro
     conditional: [],
     denied: [],
     otherwise:
-      `known syscalls without a rule: errno ${describeAction(p.defaultAction)}; numbers unknown to the ${arch} ` +
+      `known syscalls without a rule: ${describeAction(p.defaultAction)}; numbers unknown to the ${arch} ` +
       `table: ENOSYS${arch === 'x86_64' ? '; x32 ABI numbers: ENOSYS' : ''}; another architecture: the process is killed`,
   };
   for (const [syscall, rule] of Object.entries(p.rules).sort(([a], [b]) => a.localeCompare(b))) {
@@ -734,8 +736,12 @@ export function listProfile(profile: SeccompProfileName, arch: SeccompArch): Pro
   return listing;
 }
 
+const ERRNO_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(ERRNO).map(([name, n]) => [n, name]),
+);
+
 function describeAction(action: RuleAction): string {
-  return action.kind === 'allow' ? 'allow' : `${action.errno}`;
+  return action.kind === 'allow' ? 'allow' : (ERRNO_NAMES[action.errno] ?? `errno ${action.errno}`);
 }
 
 /** Count of syscalls a profile allows at least sometimes on an arch (unconditional + conditional). */

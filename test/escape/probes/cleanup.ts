@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LocalEngine } from '../../../src/isolation/local-engine.js';
 import { sandboxParents } from '../../../src/isolation/cgroups/sandbox-cgroup.js';
+import { LocalEngine } from '../../../src/isolation/local-engine.js';
 import {
   engine,
   engineUsesCgroups,
@@ -32,7 +32,8 @@ function sandboxCgroupDirs(ownerPid: number): string[] {
   const found: string[] = [];
   for (const parent of sandboxParents(host)) {
     try {
-      for (const name of readdirSync(parent)) if (name.startsWith(`${ownerPid}-`)) found.push(join(parent, name));
+      for (const name of readdirSync(parent))
+        if (name.startsWith(`${ownerPid}-`)) found.push(join(parent, name));
     } catch {
       // no ironcage/ directory in this hierarchy yet
     }
@@ -123,8 +124,10 @@ time.sleep(1000)
     tries:
       'bind a uniquely named host directory writable at a unique path and, while the sandbox runs, look for ' +
       "that mount in the host's /proc/self/mountinfo; look again afterwards",
-    proves: "the sandbox's mounts live only in its own mount namespace: none appears on the host, during or after",
-    expected: 'the token is never in host mountinfo; the file written inside does reach the bound host directory',
+    proves:
+      "the sandbox's mounts live only in its own mount namespace: none appears on the host, during or after",
+    expected:
+      'the token is never in host mountinfo; the file written inside does reach the bound host directory',
     policy: (fx) => ({
       filesystem: { writable: [{ host: mountDir(), sandbox: `/ironcage-escape-mnt-${fx.token}` }] },
     }),
@@ -143,7 +146,8 @@ time.sleep(0.5)
       expectAttempts(run, { 'write through bind': 'ok' });
       assert.ok(existsSync(join(mountDir(), 'hello')), 'the bind was live (the file reached the host dir)');
       if (mountSeenWhileRunning === null) fail(run, 'the host never looked at its mountinfo during the run');
-      if (mountSeenWhileRunning.length > 0) fail(run, `host mountinfo showed: ${mountSeenWhileRunning.join(' | ')}`);
+      if (mountSeenWhileRunning.length > 0)
+        fail(run, `host mountinfo showed: ${mountSeenWhileRunning.join(' | ')}`);
       const after = readFileSync('/proc/self/mountinfo', 'utf8');
       if (after.includes(fx.token)) fail(run, 'a sandbox mount is left in the host mountinfo');
     },
@@ -182,11 +186,12 @@ fact('ran', True)
     category: 'cleanup',
     tries:
       '`ironcage run -- python3 …sleep 1000` (a marked sandbox), SIGKILL the CLI once the sandbox is up, then ' +
-      'scan host processes; as root with cgroups, check the next engine run sweeps the CLI\'s leftover cgroup',
+      "scan host processes; as root with cgroups, check the next engine run sweeps the CLI's leftover cgroup",
     proves:
       'even a SIGKILLed ironcage leaves no sandbox process running (die-with-parent), and its cgroup is swept ' +
       'by the next run',
-    expected: 'no marked process within 3 s of the kill; (root+cgroups) the CLI\'s cgroup dirs are gone after the next run',
+    expected:
+      "no marked process within 3 s of the kill; (root+cgroups) the CLI's cgroup dirs are gone after the next run",
     timeoutMs: 40_000,
     custom: async (fx) => {
       const marker = `ironcage-escape-cli-${fx.token}`;
@@ -209,7 +214,10 @@ time.sleep(1000)
         err += c.toString('utf8');
       });
       const exited = new Promise<void>((r) => cli.once('exit', () => r()));
-      const up = await waitFor(() => out.includes('SANDBOX-UP') && hostPidsWithMarker(marker).length > 0, 15_000);
+      const up = await waitFor(
+        () => out.includes('SANDBOX-UP') && hostPidsWithMarker(marker).length > 0,
+        15_000,
+      );
       if (!up) {
         cli.kill('SIGKILL');
         assert.fail(`the CLI sandbox never came up.\nstdout: ${out}\nstderr: ${err}`);
@@ -219,14 +227,20 @@ time.sleep(1000)
       cli.kill('SIGKILL');
       await exited;
       const gone = await waitFor(() => hostPidsWithMarker(marker).length === 0, 3000);
-      assert.ok(gone, `SANDBOX PROCESSES SURVIVED the SIGKILLed CLI: pids ${hostPidsWithMarker(marker).join(',')}`);
+      assert.ok(
+        gone,
+        `SANDBOX PROCESSES SURVIVED the SIGKILLed CLI: pids ${hostPidsWithMarker(marker).join(',')}`,
+      );
       if (!(isRoot() && engineUsesCgroups())) return;
       assert.ok(cgroupsBefore.length > 0, 'the CLI sandbox had cgroup directories while it ran');
       // A fresh engine sweeps leftovers of dead owners on its first run.
       const next = await runInSandbox(['true'], { engine: new LocalEngine() });
       assert.equal(next.result.outcome, 'exit');
       const swept = await waitFor(() => sandboxCgroupDirs(cliPid).length === 0, 3000);
-      assert.ok(swept, `the dead CLI's cgroup directories were not swept: ${sandboxCgroupDirs(cliPid).join(', ')}`);
+      assert.ok(
+        swept,
+        `the dead CLI's cgroup directories were not swept: ${sandboxCgroupDirs(cliPid).join(', ')}`,
+      );
     },
   },
 ];

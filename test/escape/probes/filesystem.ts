@@ -55,15 +55,24 @@ export const filesystemProbes: Probe[] = [
     tries:
       'create, overwrite, rename and mkdir inside /usr (the host system directories bound into the sandbox)',
     proves: '/usr is bound read-only: nothing the sandbox does can change the host system files',
-    expected: 'every attempt fails with EROFS',
+    expected:
+      'EROFS for create, rename, mkdir and chmod; EROFS or EACCES for opening a root-owned file for writing',
     python: py`
 attempt('create /usr/bin/ironcage-probe', lambda: os.open('/usr/bin/ironcage-probe', os.O_WRONLY | os.O_CREAT, 0o755))
-attempt('open /usr/bin/python3 for writing', lambda: os.open('/usr/bin/python3', os.O_WRONLY))
+attempt('open /usr/bin/su for writing', lambda: os.open('/usr/bin/su', os.O_WRONLY))
 attempt('rename /usr/lib/os-release', lambda: os.rename('/usr/lib/os-release', '/usr/lib/os-release.bak'))
 attempt('mkdir /usr/ironcage-probe', lambda: os.mkdir('/usr/ironcage-probe'))
-attempt('chmod /usr/bin/python3', lambda: os.chmod('/usr/bin/python3', 0o777))
+attempt('chmod /usr/bin/su', lambda: os.chmod('/usr/bin/su', 0o777))
 `,
-    check: (run) => expectAllBlocked(run, 'EROFS'),
+    check: (run) =>
+      expectAttempts(run, {
+        'create /usr/bin/ironcage-probe': 'EROFS',
+        // Unprivileged, su belongs to an unmapped uid and the permission check answers first (EACCES).
+        'open /usr/bin/su for writing': READ_ONLY,
+        'rename /usr/lib/os-release': 'EROFS',
+        'mkdir /usr/ironcage-probe': 'EROFS',
+        'chmod /usr/bin/su': 'EROFS',
+      }),
   },
   {
     id: 'fs-write-etc',
@@ -104,27 +113,31 @@ attempt('mkdir /dev/ironcage-dir', lambda: os.mkdir('/dev/ironcage-dir'))
     id: 'fs-write-proc-sys',
     category: 'filesystem',
     tries:
-      'open host-global kernel tunables under /proc/sys for writing (core_pattern, modprobe, drop_caches, ...)',
+      'open host-global kernel tunables under /proc/sys for writing (core_pattern, drop_caches, ...) and write ' +
+      'the CURRENT value back into kernel.randomize_va_space and fs.suid_dumpable (a no-op if it works)',
     proves:
-      'global sysctls stay out of reach: core_pattern/modprobe would run a sandbox-chosen program as host root',
-    expected: 'every attempt fails with EACCES or EROFS; /proc/sysrq-trigger is absent (ENOENT) or refused',
+      'global sysctls stay out of reach: kernel.core_pattern alone would run a sandbox-chosen program as host ' +
+      'root, randomize_va_space would switch off ASLR for the whole host',
+    expected: 'every open and write fails with EACCES or EROFS; absent tunables (ENOENT) are fine',
     python: py`
-for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/modprobe', '/proc/sys/vm/drop_caches',
-             '/proc/sys/kernel/sysrq', '/proc/sys/fs/suid_dumpable', '/proc/sys/kernel/randomize_va_space']:
-    attempt('write ' + path, lambda p=path: os.open(p, os.O_WRONLY))
-attempt('write /proc/sysrq-trigger', lambda: os.open('/proc/sysrq-trigger', os.O_WRONLY))
+for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/kernel/core_uses_pid', '/proc/sys/vm/drop_caches',
+             '/proc/sys/kernel/modprobe', '/proc/sys/kernel/sysrq', '/proc/sys/kernel/panic']:
+    attempt('open for writing ' + path, lambda p=path: os.open(p, os.O_WRONLY))
+for path in ['/proc/sys/kernel/randomize_va_space', '/proc/sys/fs/suid_dumpable']:
+    def write_back(p=path):
+        current = open(p).read()
+        with open(p, 'w') as f:
+            f.write(current)
+        return 'wrote %r back' % current
+    attempt('write back ' + path, write_back)
+attempt('open for writing /proc/sysrq-trigger', lambda: os.open('/proc/sysrq-trigger', os.O_WRONLY))
 `,
     check: (run) => {
       const report = reportOf(run);
-      expectAttempts(
-        run,
-        Object.fromEntries(
-          report.attempts.map((a) => [
-            a.label,
-            a.label.endsWith('sysrq-trigger') ? ['ENOENT', 'EACCES', 'EROFS'] : ['EACCES', 'EROFS', 'EPERM'],
-          ]),
-        ),
-      );
+      // ENOENT: this kernel has no such tunable (e.g. no module support), which is not a way in either.
+      expectAllBlocked(run, ['EACCES', 'EROFS', 'EPERM', 'ENOENT']);
+      const real = report.attempts.filter((a) => a.errno !== 'ENOENT');
+      if (real.length < 4) fail(run, 'too few tunables exist for this probe to mean anything');
     },
   },
   {
@@ -407,9 +420,13 @@ fact('tmp_listing', os.listdir('/tmp'))
   {
     id: 'fs-agent-tamper',
     category: 'filesystem',
-    tries: 'overwrite, truncate, chmod and rename the in-sandbox agent binary /.ironcage/agent (a host file)',
+    tries:
+      'overwrite, truncate, chmod and rename the in-sandbox agent binary /.ironcage/agent (a read-only bind of ' +
+      'the host build as a user; a private mode-0555 copy on a read-only mount as root)',
     proves: 'the sandbox cannot plant code in the agent that every later sandbox runs',
-    expected: 'EROFS for writes and chmod; EROFS or EBUSY for rename',
+    expected:
+      'EROFS (read-only mount), EACCES (mode 0555 copy) or ETXTBSY (running) for open and truncate; EROFS for chmod; ' +
+      'EROFS, EBUSY or EACCES for rename',
     python: py`
 attempt('open agent for writing', lambda: os.open('/.ironcage/agent', os.O_WRONLY))
 attempt('truncate agent', lambda: os.truncate('/.ironcage/agent', 0))
@@ -418,8 +435,9 @@ attempt('rename agent', lambda: os.rename('/.ironcage/agent', '/.ironcage/old'))
 `,
     check: (run) =>
       expectAttempts(run, {
-        'open agent for writing': 'EROFS',
-        'truncate agent': 'EROFS',
+        // ETXTBSY: the agent is running; EACCES: the root-mode copy is 0555. chmod shows the mount is read-only.
+        'open agent for writing': ['EROFS', 'ETXTBSY', 'EACCES'],
+        'truncate agent': ['EROFS', 'EACCES'],
         'chmod agent': 'EROFS',
         'rename agent': ['EROFS', 'EBUSY', 'EACCES'],
       }),
@@ -490,7 +508,8 @@ fact('dev', sorted(os.listdir('/dev')))
       'with a user bind of a host directory that contains a hidden subdirectory and a hidden file, read both ' +
       'through the bind, and write into the read-only bind',
     proves: 'filesystem.hidden wins over a bind that covers it, and a readOnly bind really is read-only',
-    expected: 'the visible file reads; hidden dir EACCES; hidden file reads as empty; writes EROFS',
+    expected:
+      'the visible file reads; hidden dir EACCES; hidden file EACCES (or reads as empty); writes EROFS',
     policy: () => {
       const dir = boundDir();
       return { filesystem: { readOnly: [dir], hidden: [join(dir, 'secret-dir'), join(dir, 'secret.txt')] } };
@@ -502,7 +521,7 @@ d = ${JSON.stringify(dir)}
 attempt('read visible file', lambda: open(d + '/visible.txt').read())
 attempt('list hidden dir', lambda: os.listdir(d + '/secret-dir'))
 attempt('read file in hidden dir', lambda: open(d + '/secret-dir/key', 'rb').read())
-fact('hidden_file', open(d + '/secret.txt', 'rb').read().decode('latin1'))
+attempt('read hidden file', lambda: open(d + '/secret.txt', 'rb').read())
 attempt('write into readOnly bind', lambda: os.open(d + '/new', os.O_WRONLY | os.O_CREAT, 0o644))
 `;
     },
@@ -512,9 +531,12 @@ attempt('write into readOnly bind', lambda: os.open(d + '/new', os.O_WRONLY | os
         'read visible file': 'ok',
         'list hidden dir': 'EACCES',
         'read file in hidden dir': 'EACCES',
+        'read hidden file': ['ok', 'EACCES'],
         'write into readOnly bind': 'EROFS',
       });
-      assert.equal(factOf(run, 'hidden_file'), '', 'the hidden file must read as empty');
+      const hiddenFile = reportOf(run).attempts.find((a) => a.label === 'read hidden file');
+      if (hiddenFile?.ok && hiddenFile.detail !== "b''")
+        fail(run, `the hidden file was read: ${hiddenFile.detail}`);
       const visible = reportOf(run).attempts.find((a) => a.label === 'read visible file');
       assert.match(visible?.detail ?? '', /visible content/);
     },

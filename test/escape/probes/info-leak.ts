@@ -1,9 +1,18 @@
 /** Information leaks: what the sandbox can learn about the host (environment, processes, network, kernel, mounts). */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { AGENT_PATH } from '../../../src/isolation/mounts.js';
-import { expectAllBlocked, expectAttempts, factOf, fail, onTeardown, type Probe } from '../harness.js';
+import {
+  expectAllBlocked,
+  expectAttempts,
+  factOf,
+  fail,
+  onTeardown,
+  type Probe,
+  reportOf,
+} from '../harness.js';
 
 const py = String.raw;
 
@@ -25,7 +34,7 @@ export const infoLeakProbes: Probe[] = [
     proves:
       "no host environment variable (API keys, tokens) reaches the sandbox, not even through another process's " +
       '/proc/<pid>/environ',
-    expected: 'the canary name appears nowhere; every environment holds only the policy\'s variables',
+    expected: "the canary name appears nowhere; every environment holds only the policy's variables",
     python: py`
 names = {}
 for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self']:
@@ -48,7 +57,10 @@ fact('os_environ', sorted(os.environ))
         }
         const foreign = names.filter((n) => !POLICY_ENV.has(n) && !SELF_ADDED_ENV.has(n));
         if (foreign.length > 0) {
-          fail(run, `HOST ENVIRONMENT LEAK: /proc/${pid}/environ holds host variables: ${foreign.join(', ')}`);
+          fail(
+            run,
+            `HOST ENVIRONMENT LEAK: /proc/${pid}/environ holds host variables: ${foreign.join(', ')}`,
+          );
         }
       }
       assert.ok(!factOf<string[]>(run, 'os_environ').includes(fx.canaryName));
@@ -59,14 +71,15 @@ fact('os_environ', sorted(os.environ))
     id: 'info-proc-pids',
     category: 'info-leak',
     tries: 'list every pid in /proc',
-    proves: 'only the sandbox\'s own few processes are visible (own pid namespace); host processes are not',
+    proves: "only the sandbox's own few processes are visible (own pid namespace); host processes are not",
     expected: 'at most 5 pids, all below 20',
     python: py`
 fact('pids', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
 `,
     check: (run) => {
       const pids = factOf<number[]>(run, 'pids');
-      if (pids.length > 5 || pids.some((p) => p >= 20)) fail(run, `host processes visible: ${pids.join(',')}`);
+      if (pids.length > 5 || pids.some((p) => p >= 20))
+        fail(run, `host processes visible: ${pids.join(',')}`);
     },
   },
   {
@@ -90,7 +103,8 @@ fact('nspid', [l.split()[1:] for l in open('/proc/self/status') if l.startswith(
     id: 'info-net-interfaces',
     category: 'info-leak',
     tries: 'list network interfaces (if_nameindex, /proc/net/dev) and routes (/proc/net/route)',
-    proves: 'the sandbox has its own network namespace with loopback only: no host interface, address or route',
+    proves:
+      'the sandbox has its own network namespace with loopback only: no host interface, address or route',
     expected: 'interfaces == ["lo"]; no IPv4 route',
     python: py`
 fact('ifaces', sorted(name for _, name in socket.if_nameindex()))
@@ -142,7 +156,11 @@ attempt('write /proc/sys/kernel/hostname', write_proc)
 `,
     check: (run, fx) => {
       for (const key of ['gethostname', 'uname', 'proc']) assert.equal(factOf(run, key), 'sandbox', key);
-      assert.notEqual(fx.hostName, 'sandbox', 'the host must have another name for this probe to mean anything');
+      assert.notEqual(
+        fx.hostName,
+        'sandbox',
+        'the host must have another name for this probe to mean anything',
+      );
       // The write may succeed on the sandbox's own UTS namespace; what matters is that the host did not change.
       expectAttempts(run, {
         sethostname: 'EPERM',
@@ -178,16 +196,40 @@ fact('modules', attempt('read /proc/modules', lambda: nonzero('/proc/modules', 5
       });
       for (const key of ['kallsyms', 'modules']) {
         const counts = factOf<[number, number] | null>(run, key);
-        if (counts !== null && counts[1] > 0) fail(run, `${key}: ${counts[1]} of ${counts[0]} addresses are real`);
+        if (counts !== null && counts[1] > 0)
+          fail(run, `${key}: ${counts[1]} of ${counts[0]} addresses are real`);
       }
+    },
+  },
+  {
+    id: 'info-root-only-proc-files',
+    category: 'info-leak',
+    tries:
+      'read the root-only (mode 0400) /proc files: kpageflags, kpagecount, kpagecgroup (physical page data), ' +
+      'timer_list (host-wide timers with host process names), slabinfo, pagetypeinfo, vmallocinfo',
+    proves:
+      'kernel-internal data meant for host root stays closed: the sandbox user is not the owner of host ' +
+      "root's files (physical page maps feed Rowhammer and side channels, slabinfo feeds heap exploits)",
+    expected: 'EACCES (or EPERM) for every file that exists; ENOENT where this kernel lacks one',
+    python: py`
+for path in ['/proc/kpageflags', '/proc/kpagecount', '/proc/kpagecgroup', '/proc/timer_list', '/proc/slabinfo',
+             '/proc/pagetypeinfo', '/proc/vmallocinfo']:
+    attempt('read ' + path, lambda p=path: len(open(p, 'rb').read(64)))
+`,
+    check: (run) => {
+      expectAllBlocked(run, ['EACCES', 'EPERM', 'ENOENT']);
+      const present = reportOf(run).attempts.filter((a) => a.errno !== 'ENOENT');
+      if (present.length < 3) fail(run, 'too few of these files exist for this probe to mean anything');
     },
   },
   {
     id: 'info-mountinfo',
     category: 'info-leak',
     tries: 'list every mount point in /proc/self/mountinfo',
-    proves: 'the sandbox sees only the planned mounts, none of the host\'s (/work, /sys, /run, /boot, /var, ...)',
-    expected: 'every mount point is /, /proc..., /dev..., a system dir, a planned /etc file, a scratch dir or the agent',
+    proves:
+      "the sandbox sees only the planned mounts, none of the host's (/work, /sys, /run, /boot, /var, ...)",
+    expected:
+      'every mount point is /, /proc..., /dev..., a system dir, a planned /etc file, a scratch dir or the agent',
     python: py`
 fact('mounts', [line.split()[4] for line in open('/proc/self/mountinfo')])
 `,
@@ -234,16 +276,26 @@ for path in ['/sys', '/sys/fs/cgroup', '/sys/firmware', '/sys/kernel/debug', '/s
     id: 'info-cgroup-path',
     category: 'info-leak',
     tries: 'read /proc/self/cgroup',
-    proves: 'the cgroup namespace hides the host cgroup tree: every path reads as "/"',
-    expected: 'every line ends in ":/"',
+    proves:
+      "the cgroup namespace hides the host's cgroup tree: no path above the sandbox's own cgroup is visible",
+    expected:
+      'every path is "/" or the sandbox\'s own leaf "/ironcage/<owner pid>-<id>" (the namespace is created ' +
+      "before the sandbox is moved into its cgroup), and no component of the host's own cgroup paths appears",
     python: py`
 fact('cgroup', [l.strip() for l in open('/proc/self/cgroup')])
 `,
     check: (run) => {
       const lines = factOf<string[]>(run, 'cgroup');
       assert.ok(lines.length > 0);
-      const leaky = lines.filter((l) => !l.endsWith(':/'));
+      const leaky = lines.filter((l) => !/:\/$/.test(l) && !/:\/ironcage\/\d+-[A-Za-z0-9_.-]+$/.test(l));
       if (leaky.length > 0) fail(run, `host cgroup paths visible: ${leaky.join(' | ')}`);
+      const hostParts = readFileSync('/proc/self/cgroup', 'utf8')
+        .split('\n')
+        .flatMap((l) => l.slice(l.indexOf(':', l.indexOf(':') + 1) + 1).split('/'))
+        .filter((part) => part !== '' && part !== 'ironcage');
+      const shown = lines.flatMap((l) => l.slice(l.indexOf(':', l.indexOf(':') + 1) + 1).split('/'));
+      const leaked = hostParts.filter((part) => shown.includes(part));
+      if (leaked.length > 0) fail(run, `host cgroup path components visible: ${leaked.join(', ')}`);
     },
   },
   {
@@ -266,7 +318,8 @@ fact('groups', [l.split(':')[0] for l in open('/etc/group') if l.strip()])
   {
     id: 'info-sysv-ipc',
     category: 'info-leak',
-    tries: 'list SysV shared memory, semaphores and message queues while the host holds a shared memory segment',
+    tries:
+      'list SysV shared memory, semaphores and message queues while the host holds a shared memory segment',
     proves: 'the sandbox has its own IPC namespace: host SysV IPC objects can be neither seen nor attached',
     expected: 'the host segment exists; /proc/sysvipc/* inside lists nothing',
     prepare: () => {

@@ -42,7 +42,8 @@ export const networkProbes: Probe[] = [
     id: 'net-host-loopback',
     category: 'network',
     tries: "connect to a TCP service the test listens on at the HOST's 127.0.0.1",
-    proves: "the sandbox's 127.0.0.1 is its own: host-local services (databases, admin APIs, metadata proxies) are unreachable",
+    proves:
+      "the sandbox's 127.0.0.1 is its own: host-local services (databases, admin APIs, metadata proxies) are unreachable",
     expected: 'ECONNREFUSED, and the host service accepts no connection',
     prepare: (fx) => {
       acceptedBefore = fx.tcpAccepted();
@@ -60,8 +61,10 @@ attempt('connect localhost:${fx.tcpPort}', lambda: tcp_connect(socket.AF_INET, (
   {
     id: 'net-abstract-unix',
     category: 'network',
-    tries: 'connect to a Linux abstract Unix socket the test listens on in the host (abstract names have no file)',
-    proves: 'abstract Unix sockets (X11, containerd shims, dbus) are namespaced away: the file view does not protect them, the network namespace does',
+    tries:
+      'connect to a Linux abstract Unix socket the test listens on in the host (abstract names have no file)',
+    proves:
+      'abstract Unix sockets (X11, containerd shims, dbus) are namespaced away: the file view does not protect them, the network namespace does',
     expected: 'ECONNREFUSED',
     python: (fx) => py`
 def connect_abstract():
@@ -118,8 +121,9 @@ for port in (53, 123):
   {
     id: 'net-dns',
     category: 'network',
-    tries: 'resolve example.com and a name under the host\'s search domain; read /etc/resolv.conf',
-    proves: 'no name resolution: nothing to exfiltrate through DNS, and no host resolver configuration inside',
+    tries: "resolve example.com and a name under the host's search domain; read /etc/resolv.conf",
+    proves:
+      'no name resolution: nothing to exfiltrate through DNS, and no host resolver configuration inside',
     expected: 'getaddrinfo fails (gaierror); /etc/resolv.conf ENOENT',
     python: py`
 attempt('resolve example.com', lambda: socket.getaddrinfo('example.com', 80))
@@ -137,8 +141,10 @@ attempt('read /etc/resolv.conf', lambda: open('/etc/resolv.conf').read())
     id: 'net-bind-same-port',
     category: 'network',
     tries: "bind 127.0.0.1 on the port the host's test service already uses, listen, and talk to itself",
-    proves: 'loopback works inside but is a different stack: the port is free there (on the host it is in use)',
-    expected: 'bind, listen and connect all work; the peer is the sandbox\'s own listener, not the host service',
+    proves:
+      'loopback works inside but is a different stack: the port is free there (on the host it is in use)',
+    expected:
+      "bind, listen and connect all work; the peer is the sandbox's own listener, not the host service",
     python: (fx) => py`
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 attempt('bind 127.0.0.1:${fx.tcpPort}', lambda: srv.bind(('127.0.0.1', ${fx.tcpPort})))
@@ -162,9 +168,11 @@ fact('peer_said', cli.recv(64).decode())
   {
     id: 'net-port-not-on-host',
     category: 'network',
-    tries: 'listen on a port inside and, while it is listening, let the host connect to that port on its own 127.0.0.1',
+    tries:
+      'listen on a port inside and, while it is listening, let the host connect to that port on its own 127.0.0.1',
     proves: 'a service started inside is not exposed on the host',
-    expected: "the host's connection is refused (or reaches some unrelated host service, never the sandbox's banner)",
+    expected:
+      "the host's connection is refused (or reaches some unrelated host service, never the sandbox's banner)",
     timeoutMs: 30_000,
     python: (fx) => py`
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -191,7 +199,8 @@ except socket.timeout:
       const seen = hostAttempts.get(port);
       if (seen === undefined) fail(run, 'the host never saw the LISTENING line');
       const outcome = await seen;
-      if (outcome.includes(`SANDBOX-BANNER-${fx.token}`)) fail(run, `the host reached the sandbox's port: ${outcome}`);
+      if (outcome.includes(`SANDBOX-BANNER-${fx.token}`))
+        fail(run, `the host reached the sandbox's port: ${outcome}`);
       assert.equal(factOf(run, 'accepted'), false, 'the sandbox listener accepted a connection');
     },
   },
@@ -207,7 +216,8 @@ fact('unix', [l.split()[-1] for l in open('/proc/net/unix').readlines()[1:] if l
 `,
     check: (run, fx) => {
       if (factOf<number[]>(run, 'tcp_ports').includes(fx.tcpPort)) fail(run, 'host TCP port listed');
-      if (factOf<string[]>(run, 'unix').some((n) => n.includes(fx.abstractName))) fail(run, 'host socket listed');
+      if (factOf<string[]>(run, 'unix').some((n) => n.includes(fx.abstractName)))
+        fail(run, 'host socket listed');
     },
   },
 ];

@@ -71,8 +71,10 @@ fact('error', err)
     id: 'res-fork-bomb',
     category: 'resources',
     tries: 'a real fork bomb (every process forks forever) for 2 s, with limits.processes = 64',
-    proves: 'a fork bomb is contained: the run ends at its wall-time limit, nothing survives, and the host can still start processes quickly',
-    expected: "outcome 'timeout' near 2 s; no process with the bomb's marker afterwards; host spawns `true` in < 1 s",
+    proves:
+      'a fork bomb is contained: the run ends at its wall-time limit, nothing survives, and the host can still start processes quickly',
+    expected:
+      "outcome 'timeout' near 2 s; no process with the bomb's marker afterwards; host spawns `true` in < 1 s",
     timeoutMs: 30_000,
     policy: { limits: { processes: 64, wallTimeMs: 2000 } },
     python: (fx) => py`
@@ -146,7 +148,10 @@ except MemoryError:
 fact('allocated_mb', len(chunks) * 8)
 `,
     check: (run) => {
-      const lastAllocated = Math.max(0, ...[...run.stdout.matchAll(/ALLOCATED (\d+)/g)].map((m) => Number(m[1])));
+      const lastAllocated = Math.max(
+        0,
+        ...[...run.stdout.matchAll(/ALLOCATED (\d+)/g)].map((m) => Number(m[1])),
+      );
       if (lastAllocated > 96 + 16) fail(run, `${lastAllocated} MiB were allocated with a 96 MiB limit`);
       if (run.result.outcome === 'oom') return;
       expectExited(run);
@@ -203,7 +208,8 @@ fact('written', written)
     category: 'resources',
     tries: 'open /dev/null until it fails with limits.openFiles = 64, then try to raise the hard limit',
     proves: 'open files are capped per process and the cap cannot be lifted from inside',
-    expected: 'EMFILE at 64 descriptors; raising RLIMIT_NOFILE fails (ValueError: not allowed to raise maximum)',
+    expected:
+      'EMFILE at 64 descriptors; raising RLIMIT_NOFILE fails (ValueError: not allowed to raise maximum)',
     policy: { limits: { openFiles: 64 } },
     python: py`
 import resource
@@ -230,7 +236,8 @@ attempt('raise RLIMIT_NOFILE', lambda: resource.setrlimit(resource.RLIMIT_NOFILE
     category: 'resources',
     tries: 'write to stdout without end, with limits.outputBytes = 64 KiB',
     proves: 'output is capped: the run ends with output-limit and the caller receives at most the limit',
-    expected: "outcome 'output-limit'; stdoutBytes + stderrBytes <= 65536 and equal to what onStdout/onStderr got",
+    expected:
+      "outcome 'output-limit'; stdoutBytes + stderrBytes <= 65536 and equal to what onStdout/onStderr got",
     policy: { limits: { outputBytes: 65_536 } },
     argv: ['python3', '-c', 'import sys\nwhile True: sys.stdout.write("x" * 65536)'],
     check: (run) => {
