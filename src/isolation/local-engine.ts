@@ -19,8 +19,8 @@ import {
 } from './cgroups.js';
 import { realHostView } from './host-view.js';
 import { AGENT_PATH, MountPlanError, planBwrapArgs, planEtcFiles } from './mounts.js';
-import { planRlimits } from './rlimits.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
+import { planRlimits } from './rlimits.js';
 import { signalName } from './signals.js';
 
 /** Descriptor numbers inside bwrap; they follow stdin/stdout/stderr in the spawn stdio array. */
@@ -220,7 +220,20 @@ export class LocalEngine implements Engine {
       child = spawn(this.#bwrap, args, {
         env: {},
         ...(this.#hostId ?? {}),
-        stdio: [stdinMode, 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe', agentFd],
+        stdio: [
+          stdinMode,
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          'pipe',
+          agentFd,
+        ],
       });
     } finally {
       if (typeof agentFd === 'number') closeSync(agentFd);

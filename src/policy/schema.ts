@@ -44,7 +44,7 @@ export const filesystemSchema = z
     optional: z.array(bindSchema).default([]),
     /**
      * Paths never visible inside, even below a bound directory (deny wins). A leading `~/` means every home
-     * directory of the host (/root and /home/*). Hidden directories become empty, hidden files read as empty.
+     * directory of the host (/root and /home/*). Hidden directories become empty, hidden files cannot be opened.
      */
     hidden: z.array(z.string().min(1)).default([]),
     /** Entries removed from `hidden` (exact match): the explicit way to let a sandbox see a secret path. */

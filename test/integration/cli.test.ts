@@ -94,7 +94,10 @@ describe('ironcage CLI', { concurrency: 4 }, () => {
     const notJson = join(dir, 'not-json.json');
     writeFileSync(notJson, '{ nope');
     assert.match(ironcage(['run', '--policy', notJson, '--', 'true']).stderr, /not valid JSON/);
-    assert.match(ironcage(['run', '--memory', 'lots', '--', 'true']).stderr, /--memory takes a positive number/);
+    assert.match(
+      ironcage(['run', '--memory', 'lots', '--', 'true']).stderr,
+      /--memory takes a positive number/,
+    );
     assert.equal(ironcage(['run', '--preset', 'lax', '--', 'true']).status, 2);
     assert.equal(ironcage(['run']).status, 2);
     assert.equal(ironcage(['frobnicate']).status, 2);

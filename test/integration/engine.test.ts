@@ -1,6 +1,15 @@
 /** The local engine for real: bwrap, the kernel, cgroups (as root) or rlimits (as a user). */
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -45,7 +54,11 @@ describe('local engine', { concurrency: 4 }, () => {
   });
 
   test('runs as the unprivileged sandbox user with no capabilities', async () => {
-    const r = await run(['sh', '-c', 'id -u; id -g; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status']);
+    const r = await run([
+      'sh',
+      '-c',
+      'id -u; id -g; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status',
+    ]);
     assert.match(r.stdout, /^1000\n1000\nCapEff:\t0+\nCapBnd:\t0+\nNoNewPrivs:\t1\n$/);
   });
 
@@ -76,7 +89,9 @@ describe('local engine', { concurrency: 4 }, () => {
   });
 
   test('memory beyond the limit is contained', async () => {
-    const r = await run(['python3', '-c', 'x = bytearray(256 << 20); print("allocated")'], { limits: { memoryMb: 64 } });
+    const r = await run(['python3', '-c', 'x = bytearray(256 << 20); print("allocated")'], {
+      limits: { memoryMb: 64 },
+    });
     assert.ok(!r.stdout.includes('allocated'), 'the allocation must not succeed');
     // With a cgroup the kernel kills (oom); with RLIMIT_DATA the allocation fails (MemoryError, exit 1).
     if (isRoot) assert.equal(r.outcome, 'oom');
@@ -84,7 +99,9 @@ describe('local engine', { concurrency: 4 }, () => {
   });
 
   test('CPU time beyond limits.cpuTimeMs ends with cpu-limit', async () => {
-    const r = await run(['sh', '-c', 'while :; do :; done'], { limits: { cpuTimeMs: 1000, wallTimeMs: 10_000 } });
+    const r = await run(['sh', '-c', 'while :; do :; done'], {
+      limits: { cpuTimeMs: 1000, wallTimeMs: 10_000 },
+    });
     assert.equal(r.outcome, 'cpu-limit');
     assert.equal(r.signal, 'SIGXCPU');
   });
@@ -151,7 +168,8 @@ describe('local engine', { concurrency: 4 }, () => {
     mkdirSync(closed, { mode: 0o755 });
     await assert.rejects(
       run(['true'], { filesystem: { writable: [closed] } }),
-      (err: unknown) => err instanceof MountPlanError && /not writable by the sandbox.*chown 65534:65534/.test(err.message),
+      (err: unknown) =>
+        err instanceof MountPlanError && /not writable by the sandbox.*chown 65534:65534/.test(err.message),
     );
   });
 
@@ -168,7 +186,9 @@ describe('local engine', { concurrency: 4 }, () => {
     assert.equal(compute.exitCode, 45);
     const fork = await strict('import os, sys\ntry:\n    os.fork()\nexcept OSError as e:\n    sys.exit(42)');
     assert.equal(fork.exitCode, 42);
-    const sock = await strict('import socket, sys\ntry:\n    socket.socket()\nexcept OSError:\n    sys.exit(43)');
+    const sock = await strict(
+      'import socket, sys\ntry:\n    socket.socket()\nexcept OSError:\n    sys.exit(43)',
+    );
     assert.equal(sock.exitCode, 43);
   });
 
@@ -177,6 +197,6 @@ describe('local engine', { concurrency: 4 }, () => {
       run(['sh', '-c', 'echo $SLOT $(hostname)'], { env: { set: { SLOT: String(i) } }, hostname: `box${i}` }),
     );
     const results = await Promise.all(runs);
-    results.forEach((r, i) => assert.equal(r.stdout, `${i} box${i}\n`));
+    for (const [i, r] of results.entries()) assert.equal(r.stdout, `${i} box${i}\n`);
   });
 });

@@ -100,21 +100,29 @@ describe('mount planner', () => {
     assert.equal(args[args.indexOf('--dev') + 1], '/dev');
     assert.equal(args[args.indexOf('--seccomp') + 1], '3');
     // The root and /dev are remounted read-only after every mount was made.
-    const lastMount = Math.max(args.lastIndexOf('--ro-bind'), args.lastIndexOf('--tmpfs'), args.lastIndexOf('--bind'));
+    const lastMount = Math.max(
+      args.lastIndexOf('--ro-bind'),
+      args.lastIndexOf('--tmpfs'),
+      args.lastIndexOf('--bind'),
+    );
     assert.ok(triples(args, '--remount-ro').some(([i, d]) => d === '/' && i > lastMount));
     assert.ok(triples(args, '--remount-ro').some(([i, d]) => d === '/dev' && i > lastMount));
   });
 
   test('the agent is bound from its path, or copied from a descriptor', () => {
-    assert.deepEqual(triples(plan({}), '--ro-bind').find(([, , d]) => d === '/.ironcage/agent')?.slice(1), [
-      '/opt/ironcage/agent',
-      '/.ironcage/agent',
-    ]);
+    assert.deepEqual(
+      triples(plan({}), '--ro-bind')
+        .find(([, , d]) => d === '/.ironcage/agent')
+        ?.slice(1),
+      ['/opt/ironcage/agent', '/.ironcage/agent'],
+    );
     const copied = planBwrapArgs(resolvePolicy('default'), { ...ctx(), agent: { fd: 11 } });
-    assert.deepEqual(triples(copied, '--ro-bind-data').find(([, , d]) => d === '/.ironcage/agent')?.slice(1), [
-      '11',
-      '/.ironcage/agent',
-    ]);
+    assert.deepEqual(
+      triples(copied, '--ro-bind-data')
+        .find(([, , d]) => d === '/.ironcage/agent')
+        ?.slice(1),
+      ['11', '/.ironcage/agent'],
+    );
   });
 
   test('system directories are read-only and merged-usr links are mirrored, not followed', () => {

@@ -271,6 +271,16 @@ const unshareNoNamespaces: SyscallRule = {
   reason: 'unsharing files/fs/semaphores is fine; new namespaces are refused (user namespaces above all)',
 };
 
+/** S_ISUID | S_ISGID (mode_t is an unsigned int, compared on its low 32 bits). */
+const SET_ID_BITS = 0o6000;
+const noSetIdBits = (modeArg: ArgIndex): SyscallRule => ({
+  cases: [{ when: [masked(modeArg, 32, BigInt(SET_ID_BITS))], action: ALLOW }],
+  otherwise: EPERM,
+  reason:
+    'permission changes are fine except setting the set-user-ID or set-group-ID bit: a set-id program left in ' +
+    'a writable bind would let any host user run code as the host uid the sandbox runs as',
+});
+
 /** O_ACCMODE | O_CREAT | O_TRUNC: identical on x86_64 and aarch64. */
 const OPEN_WRITE_FLAGS = 0x3 | 0x40 | 0x200;
 const readOnlyOpen = (flagsArg: ArgIndex): SyscallRule => ({
@@ -414,10 +424,6 @@ const DEFAULT_EXTRA = [
   'linkat',
   'symlink',
   'symlinkat',
-  'chmod',
-  'fchmod',
-  'fchmodat',
-  'fchmodat2',
   'chown',
   'fchown',
   'lchown',
@@ -609,6 +615,10 @@ const STRICT_CONDITIONAL: Readonly<Record<string, SyscallRule>> = {
 };
 
 const DEFAULT_CONDITIONAL: Readonly<Record<string, SyscallRule>> = {
+  chmod: noSetIdBits(1),
+  fchmod: noSetIdBits(1),
+  fchmodat: noSetIdBits(2),
+  fchmodat2: noSetIdBits(2),
   ioctl: ioctlRule,
   socket: socketRule,
   socketpair: socketpairRule,

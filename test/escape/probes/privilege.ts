@@ -298,14 +298,23 @@ fact('euid_after', os.geteuid())
   {
     id: 'priv-chmod-setuid',
     category: 'privilege',
-    tries: 'create a file in /tmp, chmod u+s/g+s and chown it to root',
+    tries: 'create a file in /tmp, chmod u+s/g+s (also via fchmod) and chown it to root',
     proves:
-      'a setuid file made inside is useless: it is owned by uid 1000, chown to root is refused, /tmp is nosuid',
-    expected: 'chmod may work; chown to 0 fails (EPERM/EINVAL); owner stays 1000; /tmp is mounted nosuid',
+      'no set-id program can be made inside (one left in a writable bind would run as the sandbox host uid for ' +
+      'any host user): the seccomp filter refuses set-id bits, chown to root is refused, /tmp is nosuid',
+    expected: 'chmod 0755 works; chmod/fchmod with 6755 fail with EPERM; chown to 0 fails; owner stays 1000',
     python: py`
 import shutil
 shutil.copy('/usr/bin/id', '/tmp/myid')
+attempt('chmod 0755', lambda: os.chmod('/tmp/myid', 0o755))
 attempt('chmod 6755', lambda: os.chmod('/tmp/myid', 0o6755))
+def fchmod_setuid():
+    fd = os.open('/tmp/myid', os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o4755)
+    finally:
+        os.close(fd)
+attempt('fchmod 4755', fchmod_setuid)
 attempt('chown 0:0', lambda: os.chown('/tmp/myid', 0, 0))
 st = os.stat('/tmp/myid')
 fact('owner', [st.st_uid, st.st_gid])
@@ -314,7 +323,12 @@ opts = [l.split()[5] for l in open('/proc/self/mountinfo') if l.split()[4] == '/
 fact('tmp_opts', opts[-1] if opts else '')
 `,
     check: (run) => {
-      expectAttempts(run, { 'chmod 6755': ['ok', 'EPERM'], 'chown 0:0': ['EPERM', 'EINVAL'] });
+      expectAttempts(run, {
+        'chmod 0755': 'ok',
+        'chmod 6755': 'EPERM',
+        'fchmod 4755': 'EPERM',
+        'chown 0:0': ['EPERM', 'EINVAL'],
+      });
       assert.deepEqual(factOf(run, 'owner'), [1000, 1000]);
       assert.equal(factOf(run, 'euid_via_copy'), '1000', 'running the setuid copy does not change the uid');
       assert.ok(factOf<string>(run, 'tmp_opts').split(',').includes('nosuid'), '/tmp must be nosuid');
