@@ -27,8 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v node >/dev/null || { echo "ironcage setup: Node.js >= 20 is required" >&2; exit 1; }
 
+# `npm install` with the committed lock file, not `npm ci`: the package registry reachable here lacks some of
+# biome's binaries for other platforms, so `npm ci` refuses the lock as incomplete. The lock is still honoured.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
 
@@ -37,6 +39,7 @@ if [ "$mode" = demo ]; then
 fi
 
 # Tests: everything as the current user, then (when root) the sandbox tests again as an unprivileged user.
+npm run --silent lint
 npm test
 if [ "$(id -u)" = 0 ]; then
   scripts/test-unprivileged.sh
