@@ -6,8 +6,9 @@
  * 3. host memory per running sandbox
  * Medians and p90 over many runs, alternating the variants so machine noise hits them alike.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,19 +39,25 @@ function table(title: string, header: string[], rows: (string | number)[][]): vo
   }
 }
 
+/** As root the engine runs bwrap as host uid 65534; the bare-bwrap baseline does exactly the same. */
+const SANDBOX_ID = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+
 function timeSpawn(
   cmd: string,
   args: string[],
-  setup?: (child: ReturnType<typeof spawn>) => void,
-  env = CLEAN_ENV,
+  options: {
+    stdio?: unknown[];
+    feed?: (c: ChildProcess) => void;
+    uid?: number;
+    gid?: number;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ) {
   return new Promise<number>((resolve, reject) => {
     const t0 = performance.now();
-    const stdio = setup
-      ? (['ignore', 'ignore', 'inherit', 'pipe', 'pipe', 'pipe', 'pipe'] as const)
-      : 'ignore';
-    const child = spawn(cmd, args, { stdio: stdio as never, env });
-    setup?.(child);
+    const { feed, ...spawnOptions } = options;
+    const child = spawn(cmd, args, { stdio: 'ignore', env: CLEAN_ENV, ...spawnOptions } as never);
+    feed?.(child);
     child.on('error', reject);
     child.on('close', (code) =>
       code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${cmd} exited ${code}`)),
@@ -60,35 +67,45 @@ function timeSpawn(
 
 async function oneShot(engine: LocalEngine): Promise<void> {
   const policy = resolvePolicy('default');
+  // The same plan the engine makes, with the agent copied in from fd 7 (as the engine does as root).
   const fds = { seccomp: 3, passwd: 4, group: 5, hosts: 6 };
   const bareArgs = [
-    ...planBwrapArgs(policy, {
-      host: realHostView(),
-      agent: { path: join(root, 'native/build/ironcage-agent') },
-      hostEnv: {},
-      fds,
-    }),
+    ...planBwrapArgs(policy, { host: realHostView(), agent: { fd: 7 }, hostEnv: {}, fds }),
     '--',
     '/usr/bin/true',
   ];
   const filter = compileSeccomp('default');
   const etc = planEtcFiles(policy);
-  const feed = (child: ReturnType<typeof spawn>) => {
-    const s = child.stdio as unknown as NodeJS.WritableStream[];
-    s[3]?.end(filter);
-    s[4]?.end(etc.passwd);
-    s[5]?.end(etc.group);
-    s[6]?.end(etc.hosts);
+  const agentPath = join(root, 'native/build/ironcage-agent');
+  const bareBwrap = () => {
+    const agent = openSync(agentPath, 'r');
+    return timeSpawn('/usr/bin/bwrap', bareArgs, {
+      ...SANDBOX_ID,
+      env: {},
+      stdio: ['ignore', 'ignore', 'inherit', 'pipe', 'pipe', 'pipe', 'pipe', agent],
+      feed: (child) => {
+        closeSync(agent);
+        const s = child.stdio as unknown as NodeJS.WritableStream[];
+        s[3]?.end(filter);
+        s[4]?.end(etc.passwd);
+        s[5]?.end(etc.group);
+        s[6]?.end(etc.hosts);
+      },
+    });
   };
   const variants: [string, () => Promise<number>][] = [
     ['bare /usr/bin/true (spawn)', () => timeSpawn('/usr/bin/true', [])],
-    ['bare bwrap, same flags + seccomp', () => timeSpawn('bwrap', bareArgs, feed)],
+    ['bare bwrap, same flags + seccomp', bareBwrap],
     [
       'ironcage library (LocalEngine.run)',
-      async () => (await engine.run({ policy, argv: ['/usr/bin/true'] })).wallMs,
+      async () => {
+        const t0 = performance.now();
+        await engine.run({ policy, argv: ['/usr/bin/true'] });
+        return performance.now() - t0;
+      },
     ],
     [
-      'ironcage CLI (node main.js run)',
+      'ironcage CLI (node dist/bin/main.js run)',
       () => timeSpawn(process.execPath, [join(root, 'dist/bin/main.js'), 'run', '--', '/usr/bin/true']),
     ],
     ['node -e 0 (Node start alone)', () => timeSpawn(process.execPath, ['-e', '0'])],
@@ -98,7 +115,7 @@ async function oneShot(engine: LocalEngine): Promise<void> {
   for (let i = 0; i < RUNS; i++) for (const [name, run] of variants) samples.get(name)?.push(await run());
   const bwrapMedian = quantile(samples.get('bare bwrap, same flags + seccomp') ?? [], 0.5);
   table(
-    `One-shot /usr/bin/true (${RUNS} runs each, ms)`,
+    `One-shot /usr/bin/true (${RUNS} runs each, ms; cgroup + rlimits + agent included for ironcage)`,
     ['variant', 'p50', 'p90', 'x bare bwrap'],
     variants.map(([name]) => {
       const xs = samples.get(name) ?? [];
@@ -110,6 +127,7 @@ async function oneShot(engine: LocalEngine): Promise<void> {
 async function syscalls(engine: LocalEngine): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ironcage-bench-'));
   try {
+    chmodSync(dir, 0o755); // reachable by the sandbox's host uid when run as root
     const bin = join(dir, 'syscall-loop');
     const cc = spawnSync('cc', ['-O2', '-o', bin, join(root, 'bench/syscall-loop.c')], { stdio: 'inherit' });
     if (cc.status !== 0) throw new Error('cannot compile bench/syscall-loop.c');
@@ -187,6 +205,7 @@ async function memory(engine: LocalEngine): Promise<void> {
   const policy = resolvePolicy('default', { limits: { wallTimeMs: 60_000 } });
   const before = memAvailableKb();
   const controller = new AbortController();
+  setMaxListeners(n + 1, controller.signal); // one shared signal for all runs is fine
   const runs = Array.from({ length: n }, () =>
     engine.run({ policy, argv: ['sleep', '60'], signal: controller.signal }),
   );

@@ -16,10 +16,18 @@ interface Scene {
 }
 
 const py = (code: string) => ['python3', '-c', code];
-const tryIt = (code: string) =>
-  py(
-    `import os, socket, ctypes\ntry:\n    ${code}\n    print('ALLOWED')\nexcept OSError as e:\n    print('BLOCKED', e.strerror)`,
-  );
+/** Runs one Python statement and prints ALLOWED or BLOCKED with the error; `check` turns a libc -1 into OSError. */
+const tryIt = (statement: string) =>
+  py(`import os, socket, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def check(rc):
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+try:
+    ${statement}
+    print('ALLOWED')
+except OSError as e:
+    print('BLOCKED', e.strerror)`);
 const blocked = (_r: RunResult, out: string) =>
   out.startsWith('BLOCKED') ? `blocked: ${out.slice(8)}` : `NOT BLOCKED: ${out}`;
 
@@ -53,7 +61,7 @@ const scenes: Scene[] = [
   },
   {
     title: 'new user namespace',
-    argv: tryIt('os.unshare(os.CLONE_NEWUSER)'),
+    argv: tryIt('check(libc.unshare(0x10000000))  # CLONE_NEWUSER'),
     verdict: blocked,
   },
   {
@@ -68,9 +76,18 @@ const scenes: Scene[] = [
   },
   {
     title: 'fork bomb (pids limit 64)',
-    argv: ['sh', '-c', 'f() { f | f & }; f; sleep 2; echo survived'],
-    layer: { limits: { processes: 64, wallTimeMs: 3000 } },
-    verdict: (r) => `contained: ${r.outcome}${r.message ? ` (${r.message})` : ''}`,
+    argv: py(`import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print(f'fork refused after {n} processes ({e.strerror})')`),
+    layer: { limits: { processes: 64, wallTimeMs: 5000 } },
+    verdict: (r, out) => `contained: ${out || r.outcome}`,
   },
   {
     title: 'memory bomb (limit 128 MiB)',
