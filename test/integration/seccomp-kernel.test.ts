@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
+import { BWRAP_PROBE_ARGS } from '../../src/isolation/preflight/bwrap.js';
 import { archFromNode, SYSCALL_TABLES } from '../../src/isolation/seccomp/arch.js';
 import { compileSeccomp } from '../../src/isolation/seccomp/index.js';
 
@@ -13,31 +14,9 @@ const haveBwrap = spawnSync('bwrap', ['--version']).status === 0;
 const arch = archFromNode();
 const nr = SYSCALL_TABLES[arch];
 
+// The doctor's minimal probe view, plus a scratch /tmp for the compiler checks.
 const VIEW = [
-  '--unshare-user',
-  '--unshare-pid',
-  '--unshare-net',
-  '--disable-userns',
-  '--cap-drop',
-  'ALL',
-  '--die-with-parent',
-  '--new-session',
-  '--ro-bind',
-  '/usr',
-  '/usr',
-  '--symlink',
-  'usr/bin',
-  '/bin',
-  '--symlink',
-  'usr/lib',
-  '/lib',
-  '--symlink',
-  'usr/lib64',
-  '/lib64',
-  '--proc',
-  '/proc',
-  '--dev',
-  '/dev',
+  ...BWRAP_PROBE_ARGS,
   '--tmpfs',
   '/tmp',
   '--chdir',
