@@ -5,3 +5,4 @@ export { mergePolicyInputs, PolicyError, parsePolicyLayer, resolvePolicy } from 
 export { type PresetName, presetNames, presets, SECRET_PATHS } from './policy/presets.js';
 export { type SandboxPolicy, type SandboxPolicyInput, sandboxPolicySchema } from './policy/schema.js';
 export type { Enforcement, Engine, Outcome, RunRequest, RunResult } from './sandbox/engine.js';
+export * from './sandbox/index.js';

@@ -60,7 +60,7 @@ export interface LocalEngineOptions {
 /** Where the agent comes from: its build path, or a descriptor when bwrap runs as another host uid. */
 const AGENT_FD = 11;
 
-function defaultAgentPath(): string {
+export function defaultAgentPath(): string {
   const path = packageFile(AGENT_BUILD_PATH);
   if (path !== null) return path;
   throw new SandboxSetupError(
@@ -69,7 +69,7 @@ function defaultAgentPath(): string {
 }
 
 /** An absolute path for bwrap, so it can be started with an empty environment. */
-function resolveExecutable(name: string): string {
+export function resolveExecutable(name: string): string {
   if (name.includes('/')) return name;
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
     const candidate = join(dir || '.', name);
@@ -84,7 +84,7 @@ function resolveExecutable(name: string): string {
 }
 
 /** The BPF program of a profile for this host: precompiled by the build, else compiled now. */
-async function seccompProgram(profile: SeccompProfileName): Promise<Buffer> {
+export async function seccompProgram(profile: SeccompProfileName): Promise<Buffer> {
   const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
   const prebuilt = packageFile(seccompBuildPath(profile, arch));
   if (prebuilt !== null) return readFileSync(prebuilt);
@@ -412,7 +412,7 @@ function classify(
  * As root, sandboxes run as an unprivileged host uid, so a writable bind must be writable by it. Refuse up front
  * with the fix rather than letting every write fail inside; ironcage never changes ownership of your files.
  */
-function refuseUnwritableBinds(policy: SandboxPolicy, id: { uid: number; gid: number }): void {
+export function refuseUnwritableBinds(policy: SandboxPolicy, id: { uid: number; gid: number }): void {
   for (const bind of policy.filesystem.writable) {
     let st: ReturnType<typeof statSync>;
     try {

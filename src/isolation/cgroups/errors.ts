@@ -6,6 +6,7 @@ export type CgroupErrorCode =
   | 'LIMIT_FAILED' // the kernel refused a limit value
   | 'PLACE_FAILED' // a process could not be moved into the sandbox cgroup
   | 'KILL_TIMEOUT' // processes were still inside after the kill deadline
+  | 'FREEZE_TIMEOUT' // the freezer did not report the cgroup frozen before the deadline
   | 'DESTROY_FAILED'; // a directory could not be removed before the deadline
 
 export class CgroupError extends Error {

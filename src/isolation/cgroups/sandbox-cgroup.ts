@@ -17,6 +17,11 @@ import { parseControllerList, parseFlatKeyed, parsePidList, parseSingleNumber } 
 export interface SandboxCgroupOptions extends CgroupLimits {
   /** Unique among this process's live sandboxes: [A-Za-z0-9][A-Za-z0-9_.-]{0,99}. */
   id: string;
+  /**
+   * The process whose death makes this cgroup stale for sweepStaleCgroups() (default: this process). A warm
+   * sandbox that outlives its manager names its own long-lived bubblewrap process here.
+   */
+  ownerPid?: number;
 }
 
 export interface CgroupStats {
@@ -156,7 +161,11 @@ export function createSandboxCgroup(host: CgroupHost, options: SandboxCgroupOpti
     );
   }
   validateLimits(options);
-  const name = `${process.pid}-${options.id}`;
+  const ownerPid = options.ownerPid ?? process.pid;
+  if (!Number.isSafeInteger(ownerPid) || ownerPid < 1) {
+    throw new CgroupError('INVALID_ARGUMENT', `ownerPid must be a positive integer, got ${ownerPid}`);
+  }
+  const name = `${ownerPid}-${options.id}`;
 
   if (host.mode === 'v2') {
     const parent = posix.join(host.base, SANDBOX_PARENT);
@@ -391,6 +400,46 @@ export class SandboxCgroup {
         }
       }
     }
+  }
+
+  /** True when this cgroup has a freezer (v2 cgroup.freeze, v1 freezer hierarchy): pause is possible. */
+  get canFreeze(): boolean {
+    const layout = this.#layout;
+    return layout.mode === 'v2'
+      ? existsSync(posix.join(layout.dir, 'cgroup.freeze'))
+      : layout.dirs.freezer !== undefined;
+  }
+
+  /**
+   * Freezes every member (they keep their memory; no fork, exit or syscall progress until thaw()). Resolves
+   * once the kernel reports the cgroup frozen. Throws CgroupError UNAVAILABLE when there is no freezer, and
+   * FREEZE_TIMEOUT (after thawing again) when a member stays unfrozen, e.g. in uninterruptible sleep.
+   */
+  async freeze(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.canFreeze) {
+      throw new CgroupError(
+        'UNAVAILABLE',
+        `cgroup ${this.name} has no freezer (needs cgroup v2 or the v1 freezer)`,
+      );
+    }
+    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    // Each write makes the kernel try again: a task caught in the middle of fork() can be missed by one pass
+    // (v1 then stays FREEZING until the state is written again).
+    for (;;) {
+      if (!(await this.#freeze(deadline))) {
+        throw new CgroupError('UNAVAILABLE', `could not write the freezer state of cgroup ${this.name}`);
+      }
+      if (this.#isFrozen()) return;
+      if (Date.now() > deadline) {
+        this.#thaw();
+        throw new CgroupError('FREEZE_TIMEOUT', `cgroup ${this.name} did not reach the frozen state in time`);
+      }
+    }
+  }
+
+  /** Lets the members of a frozen cgroup run again. */
+  thaw(): void {
+    this.#thaw();
   }
 
   /** cgroup.kill: the kernel kills every member, including ones forked while it runs. */
