@@ -1663,6 +1663,9 @@ static void on_accept(void) {
     c->fd = fd;
     c->gen = ++S.conn_gen;
     c->hello_deadline = now_ms() + HELLO_DEADLINE_MS;
+    /* A host is knocking: it gets its HELLO window before any orphan verdict. After a thaw (a manager that
+     * adopts a paused sandbox connects, then resumes it) the orphan clock may already have run out. */
+    if (S.orphan_deadline >= 0 && S.orphan_deadline < c->hello_deadline) S.orphan_deadline = c->hello_deadline;
     ep_ctl(EPOLL_CTL_ADD, fd, EPOLLIN, ekey(K_CONN, slot, 0));
   }
 }

@@ -143,4 +143,30 @@ describe('crash recovery after kill -9 of the manager', {
     await manager.close();
     state.cleanup();
   });
+
+  test('adopt: a sandbox paused when its manager went away comes back on resume, after its orphan timeout', async () => {
+    const state = tempStateDir('paused');
+    after(() => state.cleanup());
+    const first = new SandboxManager({ stateDir: state.dir, onStartup: 'reap', orphanTimeoutS: 1 });
+    await first.start();
+    const sandbox = await first.create({ id: 'paused-a', timeoutMs: null });
+    await sandbox.commands.run(['sh', '-c', 'echo kept > /tmp/state'], {});
+    await sandbox.pause();
+    await first.close({ keep: true });
+    await sleep(2500); // longer than the orphan timeout: frozen time must not count against the sandbox
+
+    const second = new SandboxManager({ stateDir: state.dir, onStartup: 'adopt', orphanTimeoutS: 1 });
+    try {
+      const report = await second.start();
+      assert.deepEqual(report.adopted, ['paused-a']);
+      const adopted = second.get('paused-a');
+      assert.equal(adopted?.state, 'paused');
+      await adopted?.resume();
+      await sleep(1500); // past the orphan timeout again: the new connection must be what keeps it alive
+      assert.equal((await adopted?.commands.run(['cat', '/tmp/state']))?.stdout, 'kept\n');
+    } finally {
+      await second.close();
+    }
+    state.cleanup();
+  });
 });
