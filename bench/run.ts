@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
-import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,27 +17,13 @@ import { LocalEngine } from '../src/isolation/local-engine.js';
 import { planBwrapArgs, planEtcFiles } from '../src/isolation/mounts.js';
 import { compileSeccomp } from '../src/isolation/seccomp/index.js';
 import { resolvePolicy } from '../src/policy/merge.js';
+import { descendants, memAvailableKb, pssKb, quantile, table } from './lib.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const runsArg = process.argv.indexOf('--runs');
 const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 60;
 /** A clean environment for child Node processes: NODE_EXTRA_CA_CERTS alone adds ~50 ms to Node's start here. */
 const CLEAN_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))] as number;
-}
-
-function table(title: string, header: string[], rows: (string | number)[][]): void {
-  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toFixed(2) : c)))];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
-  console.log(`\n${title}`);
-  for (const [n, r] of cells.entries()) {
-    console.log(`| ${r.map((c, i) => String(c).padEnd(widths[i] as number)).join(' | ')} |`);
-    if (n === 0) console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-  }
-}
 
 /** As root the engine runs bwrap as host uid 65534; the bare-bwrap baseline does exactly the same. */
 const SANDBOX_ID = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
@@ -158,46 +144,6 @@ async function syscalls(engine: LocalEngine): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** Proportional set size of a process tree's members (kB), from smaps_rollup. */
-function pssKb(pids: number[]): number {
-  let total = 0;
-  for (const pid of pids) {
-    try {
-      const m = /^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-      total += Number(m?.[1] ?? 0);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return total;
-}
-
-function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const ppid = Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-    } catch {
-      // gone
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      walk(c);
-    }
-  };
-  walk(root);
-  return out;
-}
-
-function memAvailableKb(): number {
-  return Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]);
 }
 
 async function memory(engine: LocalEngine): Promise<void> {

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -154,6 +155,30 @@ static struct sock_fprog read_filter(int fd) {
   return prog;
 }
 
+/* True when the peer of a socket the host holds (and never writes to) has closed it. */
+static int host_gone(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+  return poll(&p, 1, timeout_ms) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/* Inside a sandbox our parent is bwrap's init, PID 1 of the sandbox's own PID namespace. Only there is
+ * kill(-1) safe: it reaches every process of the sandbox and nothing else. Anywhere else (someone running the
+ * agent by hand) it would hit every process of the user, so then only the command's process group is killed. */
+static int in_sandbox_pid_namespace(void) {
+  if (getppid() != 1) return 0;
+  char comm[32] = {0};
+  int fd = open("/proc/1/comm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, comm, sizeof comm - 1);
+  close(fd);
+  return n > 0 && strcmp(comm, "bwrap\n") == 0;
+}
+
+static void stop_everything(pid_t child) {
+  if (in_sandbox_pid_namespace()) kill(-1, SIGKILL); /* bwrap's init then ends, and the namespace with it */
+  else kill(-child, SIGKILL);
+}
+
 /* Child side of exec: apply limits and filter, then become the command. Errors go back on error_fd. */
 static void exec_command(char **argv, const struct rlimit_request *limits, int n_limits,
                          const struct sock_fprog *filter, int error_fd) {
@@ -164,7 +189,8 @@ static void exec_command(char **argv, const struct rlimit_request *limits, int n
       _exit(125);
     }
   }
-  /* The agent blocks nothing, but restore defaults so the command sees a clean signal state. */
+  setpgid(0, 0); /* its own process group, so the agent can stop it with its descendants */
+  /* Restore an empty signal mask (the agent blocks SIGCHLD for its signalfd) so the command starts clean. */
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -216,6 +242,23 @@ static int run_exec(int argc, char **argv) {
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
 
+  /* The status pipe is also the lifeline: the host never writes to it, so readable means the host is gone.
+   * The host can die while bwrap is still setting up, before bwrap's --die-with-parent is armed for the
+   * sandbox; then nothing else would end this sandbox. Fail closed: do not start, or stop everything. */
+  if (status_fd >= 0 && host_gone(status_fd, 0)) {
+    fprintf(stderr, "ironcage-agent: the host went away before the command started\n");
+    return 125;
+  }
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sig_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sig_fd < 0) {
+    perror("ironcage-agent: signalfd");
+    return 125;
+  }
+
   int error_pipe[2];
   if (pipe2(error_pipe, O_CLOEXEC) != 0) {
     perror("ironcage-agent: pipe");
@@ -242,14 +285,27 @@ static int run_exec(int argc, char **argv) {
   signal(SIGHUP, SIG_IGN);
 
   int status = 0;
-  struct rusage usage;
-  memset(&usage, 0, sizeof usage);
-  for (;;) {
-    pid_t done = wait4(-1, &status, 0, &usage);
-    if (done == child) break;
-    if (done < 0 && errno != EINTR) {
-      perror("ironcage-agent: wait4");
+  for (int done = 0; !done;) {
+    struct pollfd fds[2] = {{.fd = sig_fd, .events = POLLIN}, {.fd = status_fd, .events = POLLIN | POLLRDHUP}};
+    if (poll(fds, status_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) {
+      perror("ironcage-agent: poll");
       return 125;
+    }
+    if (status_fd >= 0 && host_gone(status_fd, 0)) {
+      stop_everything(child);
+      return 125;
+    }
+    struct signalfd_siginfo si;
+    while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    }
+    for (;;) {
+      int st;
+      pid_t pid = waitpid(-1, &st, WNOHANG);
+      if (pid <= 0) break;
+      if (pid == child) {
+        status = st;
+        done = 1;
+      }
     }
   }
   /* Children's totals include every descendant reaped so far (by the command or by us as subreaper). */

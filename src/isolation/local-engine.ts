@@ -135,8 +135,9 @@ export class LocalEngine implements Engine {
       host: realHostView(),
       agent: this.#hostId === null ? { path: this.#agentPath } : { fd: AGENT_FD },
       hostEnv: process.env,
-      // Without a cgroup there is nothing to place, so the info/block handshake is skipped.
-      fds: cgroups === null ? { ...FD, info: undefined, block: undefined } : FD,
+      // The info fd always tells the sandbox's init pid; without a cgroup there is nothing to place before
+      // the command starts, so bwrap does not wait on the block fd.
+      fds: cgroups === null ? { ...FD, block: undefined } : FD,
     });
     // bwrap confines everything (agent included) with the `default` filter; a stricter profile is stacked by the
     // agent onto the command alone, because the agent itself must fork and wait.
@@ -249,12 +250,30 @@ export class LocalEngine implements Engine {
       let setupStderr = '';
       const limit = policy.limits.outputBytes;
 
+      // The sandbox's init (PID 1 of its namespace) is known once bwrap reports it on the info fd. Killing it
+      // takes every sandbox process with it. bwrap arms --die-with-parent for that init only late in its setup,
+      // so killing bwrap alone could orphan a sandbox that is still being set up: until the init pid is known,
+      // the kill waits for it (a wedged bwrap is killed regardless after a second).
+      let initPid: number | null = null;
+      let infoDone = false;
+      let pendingKill: NodeJS.Timeout | undefined;
+      const killSandbox = () => {
+        clearTimeout(pendingKill);
+        if (initPid !== null) {
+          try {
+            process.kill(initPid, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+        child.kill('SIGKILL');
+      };
       const kill = (reason: Outcome, why: string) => {
         if (killedFor !== null) return;
         killedFor = reason;
         message = why;
-        // SIGKILL of bwrap tears down the pid namespace (its init dies with it); the cgroup kill is a second net.
-        child.kill('SIGKILL');
+        if (infoDone) killSandbox();
+        else pendingKill = setTimeout(killSandbox, 1000);
         cgroup?.killAll().catch(() => {});
       };
       const timer = setTimeout(
@@ -291,7 +310,18 @@ export class LocalEngine implements Engine {
       stdio[FD.status]?.on('data', (c: Buffer) => {
         statusText += c.toString('utf8');
       });
-      if (cgroup !== null) this.#placeInCgroup(cgroup, stdio, (err) => kill('setup-error', err));
+      watchInfo(stdio[FD.info], (pid) => {
+        infoDone = true;
+        initPid = pid;
+        if (killedFor !== null) return killSandbox();
+        if (pid === null || cgroup === null) return; // no pid: bwrap failed before the sandbox existed
+        try {
+          cgroup.place(pid);
+          stdio[FD.block]?.end('x'); // bwrap waits for this byte before it starts the command
+        } catch (err) {
+          kill('setup-error', `cannot place the sandbox in its cgroup: ${(err as Error).message}`);
+        }
+      });
       if (stdinMode === 'pipe') child.stdin?.end(request.stdin as string | Uint8Array);
       child.stdin?.on('error', () => {}); // the command may exit without reading its input
       for (const s of stdio.slice(3)) s?.on('error', () => {});
@@ -306,6 +336,7 @@ export class LocalEngine implements Engine {
       });
       child.on('close', (code, sig) => {
         clearTimeout(timer);
+        clearTimeout(pendingKill);
         request.signal?.removeEventListener('abort', onAbort);
         const wallMs = performance.now() - started;
         const stats = cgroup?.stats() ?? null;
@@ -325,29 +356,18 @@ export class LocalEngine implements Engine {
       });
     });
   }
+}
 
-  /** Move the sandbox into its cgroup before the command starts (bwrap waits on the block fd until then). */
-  #placeInCgroup(
-    cgroup: SandboxCgroup,
-    stdio: (NodeJS.WritableStream & NodeJS.ReadableStream)[],
-    fail: (why: string) => void,
-  ): void {
-    let info = '';
-    const infoStream = stdio[FD.info];
-    infoStream?.on('data', (c: Buffer) => {
-      info += c.toString('utf8');
-    });
-    infoStream?.on('end', () => {
-      const match = /"child-pid"\s*:\s*(\d+)/.exec(info);
-      if (match === null) return; // bwrap failed before creating the sandbox; its exit reports why
-      try {
-        cgroup.place(Number(match[1]));
-        stdio[FD.block]?.end('x');
-      } catch (err) {
-        fail(`cannot place the sandbox in its cgroup: ${(err as Error).message}`);
-      }
-    });
-  }
+/** Calls back once with the sandbox's init pid from bwrap's --info-fd JSON, or null if bwrap wrote none. */
+function watchInfo(stream: NodeJS.ReadableStream | undefined, onPid: (pid: number | null) => void): void {
+  let info = '';
+  stream?.on('data', (c: Buffer) => {
+    info += c.toString('utf8');
+  });
+  stream?.on('end', () => {
+    const match = /"child-pid"\s*:\s*(\d+)/.exec(info);
+    onPid(match === null ? null : Number(match[1]));
+  });
 }
 
 function classify(

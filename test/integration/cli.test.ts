@@ -1,7 +1,7 @@
 /** `ironcage run` and friends as a user types them: real processes, real exit codes. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -116,5 +116,24 @@ describe('ironcage CLI', { concurrency: 4 }, () => {
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
     assert.equal(code, 137, 'aborted runs exit 128+SIGKILL');
+  });
+
+  test('SIGKILL of the CLI at any moment of setup leaves no sandbox process behind', async () => {
+    const marker = '27.1828';
+    const children = Array.from({ length: 12 }, (_, i) => {
+      const child = spawn(process.execPath, [cli, 'run', '--', 'sleep', marker], { stdio: 'ignore' });
+      setTimeout(() => child.kill('SIGKILL'), 60 + i * 8); // Node starts in ~60 ms, then bwrap sets up
+      return new Promise((r) => child.on('close', r));
+    });
+    await Promise.all(children);
+    await new Promise((r) => setTimeout(r, 500));
+    const survivors = readdirSync('/proc').filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === `sleep\u0000${marker}\u0000`;
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(survivors, []);
   });
 });

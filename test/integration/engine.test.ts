@@ -199,4 +199,30 @@ describe('local engine', { concurrency: 4 }, () => {
     const results = await Promise.all(runs);
     for (const [i, r] of results.entries()) assert.equal(r.stdout, `${i} box${i}\n`);
   });
+
+  test('aborting at any moment of setup leaves no sandbox process behind', async () => {
+    const marker = '31.4159';
+    const runs = Array.from({ length: 16 }, (_, i) => {
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), i * 3); // from before bwrap starts to after the command runs
+      return run(['sleep', marker], {}, { signal: controller.signal });
+    });
+    for (const r of await Promise.all(runs)) assert.equal(r.outcome, 'aborted');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(hostProcessesRunning(`sleep\u0000${marker}\u0000`), []);
+  });
 });
+
+/** Host pids whose command line is exactly `cmdline` (NUL-separated argv). */
+function hostProcessesRunning(cmdline: string): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === cmdline;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
