@@ -19,7 +19,7 @@ const row = (name: string, xs: number[], target: string) => [
   name,
   quantile(xs, 0.5),
   quantile(xs, 0.99),
-  xs.length,
+  String(xs.length),
   target,
 ];
 
@@ -78,7 +78,7 @@ try {
     ['operation', 'p50', 'p99', 'runs', 'target'],
     [
       row('create → ready (one at a time)', creates, 'p50 ≤ 30, p99 ≤ 100'),
-      ['create → ready, 50 at once: last one ready', parallel50, parallel50, 1, 'all ≤ 1500'],
+      ['create → ready, 50 at once: last one ready', parallel50, parallel50, '1', 'all ≤ 1500'],
       row('exec `true`, warm sandbox (50 alive)', warm, 'p50 ≤ 3, p99 ≤ 10'),
       row('exec `true`, one-shot engine (baseline)', oneShot, ''),
       row('first stdout byte of `echo x`, warm', firstByte, ''),
@@ -105,7 +105,7 @@ try {
     `Warm sandboxes: host memory with ${IDLE} idle sandboxes alive`,
     ['measure', 'total MiB', 'per sandbox MiB'],
     [
-      [`PSS of all ${pids.length} sandbox processes (bwrap ×2 + agent each)`, pss, pss / IDLE],
+      [`PSS of all ${pids.length} sandbox processes (bwrap + agent each)`, pss, pss / IDLE],
       ['drop in MemAvailable (also kernel objects)', drop, drop / IDLE],
       [
         `idle sandboxes 24 GiB would hold at the larger figure`,

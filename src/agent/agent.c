@@ -792,6 +792,32 @@ static void close_fd(int *fd) {
   *fd = -1;
 }
 
+/* The program execve() should run: argv0 itself when it has a slash, else the first executable match in the
+ * PATH of the command's own environment (as execvp would with that environment). Resolved before vfork,
+ * because the child shares our memory and must not touch `environ`. Returns 0 or an errno. */
+static int resolve_program(const char *argv0, char **envp, char *out, size_t size) {
+  if (strchr(argv0, '/') != NULL) {
+    if (strlen(argv0) >= size) return ENAMETOOLONG;
+    strcpy(out, argv0);
+    return 0;
+  }
+  const char *path = "/usr/local/bin:/usr/bin:/bin";
+  for (char **e = envp; *e != NULL; e++)
+    if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  int err = ENOENT;
+  for (const char *dir = path;; dir++) {
+    const char *end = strchrnul(dir, ':');
+    size_t len = (size_t)(end - dir);
+    int n = snprintf(out, size, "%.*s%s%s", (int)len, dir, len ? "/" : "", argv0);
+    if (n > 0 && (size_t)n < size) {
+      if (access(out, X_OK) == 0) return 0;
+      if (errno == EACCES) err = EACCES; /* found but not executable: report that, as execvp does */
+    }
+    if (*end == '\0') return err;
+    dir = end;
+  }
+}
+
 static int set_nonblock(int fd) { return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 /* fork + exec with a report pipe, so a failed chdir/setrlimit/exec is an error reply rather than a process. */
@@ -821,9 +847,16 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
     }
   }
   if (rep->stage == 0 && pipe2(report, O_CLOEXEC) != 0) *rep = (struct child_report){STAGE_PIPE, errno};
+  char program[PATH_MAX];
+  if (rep->stage == 0) {
+    int err = resolve_program(argv[0], envp, program, sizeof program);
+    if (err != 0) *rep = (struct child_report){STAGE_EXEC, err};
+  }
   pid_t pid = -1;
   if (rep->stage == 0) {
-    pid = fork();
+    /* vfork: the child borrows our memory until it execs, which saves copying page tables on every spawn.
+     * It only makes system calls and writes its own locals before execve or _exit. */
+    pid = vfork();
     if (pid < 0) *rep = (struct child_report){STAGE_FORK, errno};
   }
   if (pid == 0) {
@@ -843,8 +876,7 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
     if (cwd[0] != '\0' && chdir(cwd) != 0) child_fail(report[1], STAGE_CHDIR);
     for (uint32_t i = 0; i < nlim; i++)
       if (setrlimit(lim[i].resource, &lim[i].value) != 0) child_fail(report[1], STAGE_RLIMIT);
-    environ = envp; /* execvp searches the command's own PATH */
-    execvp(argv[0], argv);
+    execve(program, argv, envp);
     child_fail(report[1], STAGE_EXEC);
   }
   close_fd(&slave);
