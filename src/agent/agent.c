@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -339,7 +340,7 @@ static int run_exec(int argc, char **argv) {
  * descriptor non-blocking, every length bounded before anything is allocated for it.
  * ========================================================================================================== */
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: SPAWN carries Landlock rules */
 #define HDR_LEN 9                  /* u32 payload length, u8 type, u32 request id */
 #define TOKEN_LEN 32
 #define MAX_PAYLOAD (2u << 20)     /* largest frame either way: a whole 1 MiB replay fits with room to spare */
@@ -773,10 +774,13 @@ static char **build_env(const char **overrides, uint32_t n) {
   return env;
 }
 
-enum { STAGE_PTY = 1, STAGE_PIPE, STAGE_FORK, STAGE_SETSID, STAGE_TTY, STAGE_STDIO, STAGE_CHDIR, STAGE_RLIMIT, STAGE_EXEC };
+enum {
+  STAGE_PTY = 1, STAGE_PIPE, STAGE_FORK, STAGE_SETSID, STAGE_TTY, STAGE_STDIO, STAGE_CHDIR, STAGE_RLIMIT, STAGE_EXEC,
+  STAGE_LANDLOCK
+};
 static const char *const stage_names[] = {"", "open a terminal", "create pipes", "fork", "start a session",
                                           "set the controlling terminal", "set up stdio", "change directory",
-                                          "set an rlimit", "execute"};
+                                          "set an rlimit", "execute", "apply the Landlock rules"};
 struct child_report {
   int stage, err;
 };
@@ -820,9 +824,62 @@ static int resolve_program(const char *argv0, char **envp, char *out, size_t siz
 
 static int set_nonblock(int fd) { return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+/* Per-process Landlock: rules "ro:PATH" (read, list, execute) or "rw:PATH" (everything beneath PATH). A process
+ * with rules may touch nothing else in the filesystem, on top of the sandbox's read-only mounts. Rights the
+ * running kernel's Landlock ABI does not know are left out of the handled set (they stay governed by the
+ * mounts alone). Returns a ruleset fd, -1 with errno set on failure, or -2 when there are no rules. */
+#define LL_RO (LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
+#define LL_RW_V1                                                                                              \
+  (LL_RO | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |    \
+   LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |                 \
+   LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |               \
+   LANDLOCK_ACCESS_FS_MAKE_SYM)
+#define LL_REFER (1ULL << 13)    /* ABI 2 */
+#define LL_TRUNCATE (1ULL << 14) /* ABI 3 */
+
+static int landlock_ruleset(const char *const *rules, uint32_t n) {
+  if (n == 0) return -2;
+  long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  if (abi < 1) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  uint64_t rw = LL_RW_V1 | (abi >= 2 ? LL_REFER : 0) | (abi >= 3 ? LL_TRUNCATE : 0);
+  struct landlock_ruleset_attr attr = {.handled_access_fs = rw};
+  int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+  if (ruleset < 0) return -1;
+  for (uint32_t i = 0; i < n; i++) {
+    const char *rule = rules[i];
+    uint64_t access = strncmp(rule, "ro:", 3) == 0 ? LL_RO : strncmp(rule, "rw:", 3) == 0 ? rw : 0;
+    int fd = access ? open(rule + 3, O_PATH | O_CLOEXEC) : -1;
+    if (fd < 0) {
+      int err = access ? errno : EINVAL;
+      close(ruleset);
+      errno = err;
+      return -1;
+    }
+    struct stat st;
+    /* Directory-only rights cannot be granted on a file: keep the ones that apply to files. */
+    if (fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode))
+      access &= LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+                LL_TRUNCATE;
+    struct landlock_path_beneath_attr beneath = {.allowed_access = access, .parent_fd = fd};
+    int rc = (int)syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &beneath, 0);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+      close(ruleset);
+      errno = err;
+      return -1;
+    }
+  }
+  return ruleset;
+}
+
 /* fork + exec with a report pipe, so a failed chdir/setrlimit/exec is an error reply rather than a process. */
 static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd, const struct rlimit_request *lim,
-                      uint32_t nlim, uint32_t flags, uint16_t rows, uint16_t cols, struct child_report *rep) {
+                      uint32_t nlim, int ruleset, uint32_t flags, uint16_t rows, uint16_t cols,
+                      struct child_report *rep) {
   int master = -1, slave = -1, out[2][2] = {{-1, -1}, {-1, -1}}, in[2] = {-1, -1}, report[2] = {-1, -1};
   rep->stage = 0;
   if (flags & SPAWN_PTY) {
@@ -876,6 +933,7 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
     if (cwd[0] != '\0' && chdir(cwd) != 0) child_fail(report[1], STAGE_CHDIR);
     for (uint32_t i = 0; i < nlim; i++)
       if (setrlimit(lim[i].resource, &lim[i].value) != 0) child_fail(report[1], STAGE_RLIMIT);
+    if (ruleset >= 0 && syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) child_fail(report[1], STAGE_LANDLOCK);
     execve(program, argv, envp);
     child_fail(report[1], STAGE_EXEC);
   }
@@ -911,9 +969,10 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
   uint32_t flags = get_u32(r);
   uint16_t rows = get_u16(r), cols = get_u16(r);
   const char *cwd = get_str(r), *tag = get_str(r);
-  const char *strings[3][MAX_STRINGS + 1];
-  uint32_t counts[3];
-  for (int list = 0; list < 3; list++) {
+  /* argv, env, rlimits, landlock rules */
+  const char *strings[4][MAX_STRINGS + 1];
+  uint32_t counts[4];
+  for (int list = 0; list < 4; list++) {
     counts[list] = get_u32(r);
     if (counts[list] > MAX_STRINGS) return 0;
     for (uint32_t i = 0; i < counts[list]; i++) strings[list][i] = get_str(r);
@@ -949,11 +1008,17 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
     reply_error(c, id, "LIMIT", EAGAIN, "%d processes are running, the most one sandbox agent tracks", MAX_PROCS);
     return 1;
   }
+  int ruleset = landlock_ruleset(strings[3], counts[3]);
+  if (ruleset == -1) {
+    reply_error(c, id, "SPAWN_FAILED", errno, "cannot build the Landlock rules: %s", strerror(errno));
+    return 1;
+  }
   struct proc *p = &S.procs[slot];
   char **envp = build_env(strings[1], counts[1]);
   struct child_report rep;
-  int rc = proc_start(p, (char **)strings[0], envp, cwd, limits, counts[2], flags, rows, cols, &rep);
+  int rc = proc_start(p, (char **)strings[0], envp, cwd, limits, counts[2], ruleset, flags, rows, cols, &rep);
   free(envp);
+  if (ruleset >= 0) close(ruleset);
   if (rc != 0) {
     memset(p, 0, sizeof *p);
     const char *subject = rep.stage == STAGE_CHDIR ? cwd : strings[0][0];

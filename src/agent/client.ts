@@ -65,6 +65,12 @@ export interface AgentSpawnRequest {
   stdin?: boolean;
   /** NAME=SOFT:HARD, as `ironcage-agent exec --rlimit` takes them. */
   rlimits?: string[];
+  /**
+   * Landlock rules for this process (kernel Landlock, see `ironcage doctor`): with any rule, the process and its
+   * children may touch no path but these, `ro` (read, list, execute) or `rw` (everything) beneath each path.
+   * A kernel without Landlock makes the spawn fail rather than run unconfined.
+   */
+  landlock?: { path: string; access: 'ro' | 'rw' }[];
   tag?: string;
 }
 
@@ -220,6 +226,7 @@ export class AgentClient extends EventEmitter {
       argv: req.argv,
       env: Object.entries(req.env).map(([k, v]) => `${k}=${v}`),
       rlimits: req.rlimits ?? [],
+      landlock: (req.landlock ?? []).map((rule) => `${rule.access}:${rule.path}`),
     });
     const spawned = expect(reply, 'spawned');
     return { id: spawned.procId, pid: spawned.pid };

@@ -9,7 +9,8 @@
  * field that ends the payload takes "the rest". Decoding validates every field and throws only ProtocolError.
  */
 
-export const PROTOCOL_VERSION = 1;
+/** 2: SPAWN carries Landlock rules. */
+export const PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 9;
 /** Largest payload either side accepts (a whole 1 MiB output replay fits). */
 export const MAX_PAYLOAD_BYTES = 2 * 1024 * 1024;
@@ -103,6 +104,8 @@ export type Frame =
       /** NAME=VALUE entries, laid over the agent's own environment. */
       env: string[];
       rlimits: string[];
+      /** Landlock rules `ro:PATH` / `rw:PATH`; with any, the process may touch nothing else. */
+      landlock: string[];
     }
   | { type: 'stdin'; id: number; procId: number; data: Buffer }
   | { type: 'stdinClose'; id: number; procId: number }
@@ -310,7 +313,8 @@ export function encodeFrame(frame: Frame): Buffer {
         .str(frame.tag)
         .strs(frame.argv)
         .strs(frame.env)
-        .strs(frame.rlimits);
+        .strs(frame.rlimits)
+        .strs(frame.landlock);
       break;
     case 'stdin':
       w.u32(frame.procId).bytes(frame.data);
@@ -447,6 +451,7 @@ function decodePayload(name: FrameTypeName, id: number, r: Reader): Frame {
         argv: r.strs(),
         env: r.strs(),
         rlimits: r.strs(),
+        landlock: r.strs(),
       };
     }
     case 'stdin':

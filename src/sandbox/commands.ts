@@ -39,6 +39,11 @@ export interface RunOptions {
   pty?: { rows: number; cols: number };
   /** Free-form label shown by commands.list(). */
   tag?: string;
+  /**
+   * Kernel Landlock rules for this command and its children: with any, no path but these (`ro`: read, list,
+   * execute; `rw`: everything beneath) is reachable, on top of the sandbox's own view. Needs Landlock.
+   */
+  landlock?: { path: string; access: 'ro' | 'rw' }[];
 }
 
 export interface AttachOptions {
@@ -282,6 +287,7 @@ export class Commands {
       ...(options.pty === undefined ? {} : { pty: options.pty }),
       stdin: keepStdin || stdinData !== null,
       rlimits: this.#host.rlimits,
+      ...(options.landlock === undefined ? {} : { landlock: options.landlock }),
       ...(options.tag === undefined ? {} : { tag: options.tag }),
     });
     const tracked = this.#track(id, pid, argv, options.tag ?? '');

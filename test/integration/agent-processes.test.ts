@@ -47,6 +47,46 @@ async function until<T>(
   }
 }
 
+describe('agent per-process Landlock', () => {
+  let sb: TestSandbox;
+  let client: AgentClient;
+  before(async () => {
+    sb = await startTestSandbox();
+    client = await AgentClient.connect(sb.socketPath, sb.token);
+  });
+  after(async () => {
+    client?.close();
+    await sb?.destroy();
+  });
+
+  test('a process with rules reaches only the listed paths; one without rules is unaffected', async () => {
+    const script =
+      'mkdir -p /tmp/allowed; echo a > /tmp/allowed/f && echo write-allowed-ok; ' +
+      'echo b > /home/sandbox/f 2>/dev/null && echo write-home-ok || echo write-home-denied; ' +
+      'cat /etc/passwd >/dev/null 2>&1 && echo read-etc-ok || echo read-etc-denied';
+    const prepare = await run(client, ['sh', '-c', 'mkdir -p /tmp/allowed']);
+    assert.deepEqual(prepare.exit, { ...prepare.exit, kind: 'exit', code: 0 });
+    const confined = await run(client, ['/bin/sh', '-c', script], {
+      landlock: [
+        { path: '/usr', access: 'ro' },
+        { path: '/etc/ld.so.cache', access: 'ro' },
+        { path: '/tmp/allowed', access: 'rw' },
+        { path: '/dev/null', access: 'rw' },
+      ],
+    });
+    assert.equal(confined.stdout, 'write-allowed-ok\nwrite-home-denied\nread-etc-denied\n', confined.stderr);
+    const free = await run(client, ['/bin/sh', '-c', script]);
+    assert.equal(free.stdout, 'write-allowed-ok\nwrite-home-ok\nread-etc-ok\n');
+  });
+
+  test('a rule on a path that does not exist fails the spawn with ENOENT, nothing runs', async () => {
+    await assert.rejects(
+      client.spawn({ argv: ['true'], env: {}, cwd: '', landlock: [{ path: '/nope', access: 'ro' }] }),
+      (err: AgentError) => err.errno === 'ENOENT' && /Landlock/.test(err.message),
+    );
+  });
+});
+
 describe('agent processes', () => {
   let sb: TestSandbox;
   let client: AgentClient;

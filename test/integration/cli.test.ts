@@ -111,8 +111,13 @@ describe('ironcage CLI', { concurrency: 4 }, () => {
   });
 
   test('SIGTERM to the CLI stops the sandbox and the CLI exits', async () => {
-    const child = spawn(process.execPath, [cli, 'run', '--', 'sleep', '60'], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 1000));
+    const child = spawn(process.execPath, [cli, 'run', '--', 'sh', '-c', 'echo ready; sleep 60'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    // Only once the command runs (a loaded machine can take a while to get there) is SIGTERM meaningful.
+    await new Promise<void>((resolve) =>
+      child.stdout?.on('data', (c: Buffer) => c.includes('ready') && resolve()),
+    );
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
     assert.equal(code, 137, 'aborted runs exit 128+SIGKILL');

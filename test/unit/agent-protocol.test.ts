@@ -41,6 +41,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     argv: strs,
     env: strs,
     rlimits: strs,
+    landlock: strs,
   }),
   fc.record({ type: fc.constant('stdin' as const), id: u32, procId: u32, data: bytes }),
   fc.record({ type: fc.constant('stdinClose' as const), id: u32, procId: u32 }),
