@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { AgentClient, type AgentError, type AgentExit } from '../../src/agent/client.js';
+import { PROTOCOL_VERSION } from '../../src/agent/protocol.js';
 import { startTestSandbox, type TestSandbox } from './agent-harness.js';
 
 /** Collects one process's output and end from a client's events. */
@@ -99,8 +100,8 @@ describe('agent processes', () => {
     await sb?.destroy();
   });
 
-  test('the agent is PID 1 and speaks protocol 1', () => {
-    assert.equal(client.agentVersion, 1);
+  test('the agent is PID 1 and speaks the current protocol', () => {
+    assert.equal(client.agentVersion, PROTOCOL_VERSION);
     assert.equal(client.agentPid, 1);
   });
 

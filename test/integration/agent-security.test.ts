@@ -7,7 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { AgentClient, type AgentExit } from '../../src/agent/client.js';
-import { encodeFrame, type Frame, FrameDecoder, HEADER_BYTES } from '../../src/agent/protocol.js';
+import {
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  HEADER_BYTES,
+  PROTOCOL_VERSION,
+} from '../../src/agent/protocol.js';
 import { startTestSandbox, type TestSandbox } from './agent-harness.js';
 
 /** Write raw bytes on a fresh connection; resolves with what came back once the agent closes it. */
@@ -43,7 +49,8 @@ function rawExchange(
   });
 }
 
-const hello = (token: Buffer, version = 1): Buffer => encodeFrame({ type: 'hello', id: 1, version, token });
+const hello = (token: Buffer, version = PROTOCOL_VERSION): Buffer =>
+  encodeFrame({ type: 'hello', id: 1, version, token });
 
 function header(length: number, type: number, id: number): Buffer {
   const h = Buffer.alloc(HEADER_BYTES);
