@@ -2,6 +2,9 @@
  * `ironcage demo`: runs a few ordinary and a few hostile commands in sandboxes and shows what happened to each.
  * It is the quick start's "see it work" step; every line is a real run on this machine.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { LocalEngine } from '../isolation/local-engine.js';
 import { resolvePolicy } from '../policy/merge.js';
 import type { SandboxPolicyInput } from '../policy/schema.js';
@@ -103,6 +106,59 @@ except OSError as e:
   },
 ];
 
+/** A warm sandbox: created once, a background process keeps state across commands, pause and snapshot. */
+async function warmScenes(): Promise<number> {
+  const { SandboxManager } = await import('../sandbox/manager.js');
+  const stateDir = mkdtempSync(join(tmpdir(), 'ironcage-demo-'));
+  const manager = new SandboxManager({ stateDir, onStartup: 'reap' });
+  const line = (title: string, what: string, ms: number) =>
+    process.stdout.write(`  ${title.padEnd(30)} ${what}  [${Math.round(ms)} ms]\n`);
+  let t0 = performance.now();
+  try {
+    await manager.start();
+    const sandbox = await manager.create({ timeoutMs: 60_000 });
+    line('create a warm sandbox', `ready (id ${sandbox.id})`, performance.now() - t0);
+    t0 = performance.now();
+    const ran = await sandbox.commands.run(['true']);
+    line('exec `true` in it', `exit ${ran.exitCode}`, performance.now() - t0);
+    const counter = await sandbox.commands.run(
+      ['python3', '-u', '-c', 'import sys\nn = 0\nfor _ in sys.stdin:\n    n += 1\n    print(n)'],
+      { background: true, stdin: true },
+    );
+    await counter.sendStdin('tick\ntick\n');
+    if (!sandbox.canPause) {
+      line('pause, snapshot, restore', 'not available here: no cgroup freezer for this user (see doctor)', 0);
+      await sandbox.kill();
+      return 0;
+    }
+    t0 = performance.now();
+    await sandbox.pause();
+    await sandbox.resume();
+    await counter.sendStdin('tick\n');
+    let seen = '';
+    const attachment = await counter.attach({ fromOffset: 0, onStdout: (b) => (seen += b.toString()) });
+    for (let i = 0; i < 100 && !seen.includes('3\n'); i++) await new Promise((r) => setTimeout(r, 10));
+    attachment.detach();
+    const counted = seen.trim().split('\n').join(' ');
+    line('pause + resume a live process', `its counter went on: ${counted}`, performance.now() - t0);
+    t0 = performance.now();
+    await sandbox.files.write('notes.txt', 'v1');
+    await sandbox.snapshot('v1');
+    await sandbox.files.write('notes.txt', 'v2 (a mistake)');
+    await sandbox.restore('v1');
+    const notes = await sandbox.files.read('notes.txt');
+    line('snapshot, change, restore', `notes.txt is "${notes}" again`, performance.now() - t0);
+    await sandbox.kill();
+    return counted === '1 2 3' && notes === 'v1' ? 0 : 1;
+  } catch (err) {
+    line('warm sandbox', `FAILED: ${(err as Error).message}`, performance.now() - t0);
+    return 1;
+  } finally {
+    await manager.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
 export async function demoCommand(): Promise<number> {
   const engine = new LocalEngine();
   process.stdout.write(
@@ -121,6 +177,8 @@ export async function demoCommand(): Promise<number> {
     if (verdict.startsWith('NOT BLOCKED') || result.outcome === 'setup-error') failures++;
     process.stdout.write(`  ${scene.title.padEnd(30)} ${verdict}  [${Math.round(result.wallMs)} ms]\n`);
   }
+  process.stdout.write('\nwarm sandboxes (kept between commands):\n');
+  failures += await warmScenes();
   process.stdout.write(
     failures === 0
       ? '\nEverything hostile was contained. Try: node dist/bin/main.js run -- sh -c "id; ls /"\n'
