@@ -23,9 +23,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/audit.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -340,7 +343,7 @@ static int run_exec(int argc, char **argv) {
  * descriptor non-blocking, every length bounded before anything is allocated for it.
  * ========================================================================================================== */
 
-#define PROTO_VERSION 2 /* 2: SPAWN carries Landlock rules */
+#define PROTO_VERSION 3 /* 2: SPAWN carries Landlock rules; 3: SPAWN flag 4 (exec audit), EXEC_EVENT */
 #define HDR_LEN 9                  /* u32 payload length, u8 type, u32 request id */
 #define TOKEN_LEN 32
 #define MAX_PAYLOAD (2u << 20)     /* largest frame either way: a whole 1 MiB replay fits with room to spare */
@@ -363,17 +366,23 @@ static int run_exec(int argc, char **argv) {
 #define MAX_STRINGS 4096
 #define DRAIN_BUDGET (4u << 20)
 #define PTY_EXIT_GRACE_MS 200      /* how long EXIT waits for a terminal's last output (see reap) */
+#define MAX_AUDITS 64              /* audited process trees with a live seccomp listener */
+#define AUDIT_MAX_ARGS 64          /* an EXEC_EVENT carries at most this many arguments, */
+#define AUDIT_MAX_ARG 4096         /* each at most this long (path too), */
+#define AUDIT_MAX_TOTAL 16384      /* and this many argument bytes in all */
+#define AUDIT_FIRST_EXEC_MS 5000   /* how long a spawn waits for its child's first (audited) execve */
 #define WATCH_MASK (IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF)
 
 enum {
   T_HELLO = 0x01, T_SPAWN, T_STDIN, T_STDIN_CLOSE, T_SIGNAL, T_RESIZE, T_LIST_PROCS, T_REPLAY, T_SHUTDOWN,
   T_READ = 0x10, T_WRITE, T_LIST_DIR, T_STAT, T_MKDIR, T_RENAME, T_REMOVE, T_WATCH, T_UNWATCH,
   T_HELLO_OK = 0x40, T_OK, T_ERROR, T_SPAWNED, T_PROC_LIST, T_REPLAY_DATA, T_FILE_DATA, T_DIR_ENTRIES, T_WATCH_OK,
-  T_OUTPUT = 0x50, T_EXIT, T_FS_EVENT,
+  T_OUTPUT = 0x50, T_EXIT, T_FS_EVENT, T_EXEC_EVENT,
 };
-enum { SPAWN_PTY = 1, SPAWN_STDIN = 2 };
+enum { SPAWN_PTY = 1, SPAWN_STDIN = 2, SPAWN_AUDIT_EXEC = 4 };
+enum { EXEC_UNREADABLE = 1, EXEC_TRUNCATED = 2 };
 enum { WRITE_APPEND = 1, WRITE_TRUNCATE = 2, WRITE_MODE = 4 };
-enum { K_LISTEN = 1, K_SIGNAL, K_CONN, K_OUT, K_IN, K_PTY, K_INOTIFY };
+enum { K_LISTEN = 1, K_SIGNAL, K_CONN, K_OUT, K_IN, K_PTY, K_INOTIFY, K_AUDIT };
 enum { ST_RUNNING = 0, ST_EXITED = 1, ST_SIGNALED = 2 };
 
 /* A byte queue: valid bytes are p[off..len). Compacted only when consumed, so offsets taken while a frame is
@@ -427,6 +436,14 @@ struct conn {
   int nreads;
 };
 
+/* The seccomp user-notification listener of one audited process tree (see "exec audit" below). It outlives the
+ * tree's root process, and its proc slot, until every task under the filter is gone: closing it earlier would
+ * make the remaining tasks' execve fail with ENOSYS. */
+struct audit {
+  int used, fd;
+  uint32_t proc_id;
+};
+
 struct watch {
   int wd, conn, recursive;
   uint32_t watch_id;
@@ -443,6 +460,7 @@ static struct {
   struct conn conns[MAX_CONNS];
   uint64_t conn_gen;
   struct proc procs[MAX_PROCS];
+  struct audit audits[MAX_AUDITS];
   uint32_t next_proc_id, next_watch_id;
   uint64_t spawn_seq;
   struct watch *watches;
@@ -776,11 +794,12 @@ static char **build_env(const char **overrides, uint32_t n) {
 
 enum {
   STAGE_PTY = 1, STAGE_PIPE, STAGE_FORK, STAGE_SETSID, STAGE_TTY, STAGE_STDIO, STAGE_CHDIR, STAGE_RLIMIT, STAGE_EXEC,
-  STAGE_LANDLOCK
+  STAGE_LANDLOCK, STAGE_AUDIT
 };
 static const char *const stage_names[] = {"", "open a terminal", "create pipes", "fork", "start a session",
                                           "set the controlling terminal", "set up stdio", "change directory",
-                                          "set an rlimit", "execute", "apply the Landlock rules"};
+                                          "set an rlimit", "execute", "apply the Landlock rules",
+                                          "start the exec audit"};
 struct child_report {
   int stage, err;
 };
@@ -876,11 +895,243 @@ static int landlock_ruleset(const char *const *rules, uint32_t n) {
   return ruleset;
 }
 
-/* fork + exec with a report pipe, so a failed chdir/setrlimit/exec is an error reply rather than a process. */
+/* ---- exec audit (SPAWN flag 4): every execve/execveat in an audited process tree is reported to the host ----
+ *
+ * The child installs, right before its own execve, a seccomp filter that turns execve and execveat into user
+ * notifications, and hands the listener to us over a socketpair. Children inherit the filter, so the whole
+ * tree is audited. We read what the call was given from /proc/PID/mem and always answer CONTINUE: this is an
+ * audit trail, not a gate. The static layers (namespaces, the sandbox's seccomp filter, mounts, Landlock) stay
+ * the security boundary. TOCTOU: the path and argv are read from the caller's memory, which another thread of
+ * the caller can rewrite after we read it and before the kernel reads it again on CONTINUE, so a hostile
+ * program can make a report differ from what really ran. */
+
+#if defined(__x86_64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_AARCH64
+#endif
+
+/* Kernel seccomp_notif structures may grow; the kernel copies its own size, so ours must be at least that. */
+#define NOTIF_BUF 256
+union notif_req {
+  struct seccomp_notif n;
+  uint8_t pad[NOTIF_BUF];
+};
+union notif_resp {
+  struct seccomp_notif_resp r;
+  uint8_t pad[NOTIF_BUF];
+};
+
+/* Child side, the last step before execve: returns the listener fd (close-on-exec), or -1 with errno. */
+static int exec_listener_install(void) {
+#ifdef AUDIT_ARCH_NATIVE
+  struct sock_filter insns[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      /* Another arch: allow here; the sandbox's own filter already refuses foreign-arch syscalls. */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execve, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execveat, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+  };
+  struct sock_fprog prog = {.len = (unsigned short)(sizeof insns / sizeof insns[0]), .filter = insns};
+  return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+#else
+  errno = EOPNOTSUPP;
+  return -1;
+#endif
+}
+
+static int send_fd(int sock, int fd) {
+  char byte = 0;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
+}
+
+/* Blocks until the child sends its listener or ends (then -1). */
+static int recv_fd(int sock) {
+  char byte;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } u;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+  if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+    return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+/* Let the syscall run as if no filter had asked. ENOENT (the caller died meanwhile) needs nothing. */
+static void notif_continue(int fd, uint64_t id) {
+  union notif_resp resp;
+  memset(&resp, 0, sizeof resp);
+  resp.r.id = id;
+  resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+  (void)ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp.r);
+}
+
+/* argv as NUL-separated strings in `args` (count `argc`). */
+static void exec_event_send(uint32_t proc_id, uint32_t pid, uint8_t flags, const char *path, const char *args,
+                            uint32_t argc) {
+  size_t at = frame_begin(&S.scratch, T_EXEC_EVENT, 0);
+  put_u32(&S.scratch, proc_id);
+  put_u32(&S.scratch, pid);
+  put_u8(&S.scratch, flags);
+  put_str(&S.scratch, path);
+  put_u32(&S.scratch, argc);
+  for (uint32_t i = 0; i < argc; i++) {
+    put_str(&S.scratch, args);
+    args += strlen(args) + 1;
+  }
+  frame_end(&S.scratch, at);
+  broadcast_scratch();
+}
+
+/* Read a NUL-terminated string of at most cap-1 bytes at addr. Page by page, so a string that ends just
+ * before an unmapped page still reads. Returns its length, or -1 when unreadable; *truncated when cut. */
+static ssize_t mem_read_str(int mem, uint64_t addr, char *out, size_t cap, int *truncated) {
+  size_t got = 0;
+  while (got + 1 < cap) {
+    size_t page_left = 4096 - (size_t)((addr + got) % 4096);
+    size_t want = cap - 1 - got < page_left ? cap - 1 - got : page_left;
+    ssize_t n = pread(mem, out + got, want, (off_t)(addr + got));
+    if (n <= 0) return -1;
+    char *z = memchr(out + got, 0, (size_t)n);
+    if (z != NULL) return z - out;
+    got += (size_t)n;
+  }
+  out[cap - 1] = '\0';
+  *truncated = 1;
+  return (ssize_t)(cap - 1);
+}
+
+/* What an execve/execveat was asked to run, read from the caller's memory (the caller is of our uid and
+ * dumpable, so /proc/PID/mem needs no ptrace; process_vm_readv is refused by the sandbox's profile).
+ * Fills path and args (NUL-separated, *argc of them) as far as it can and returns EXEC_* flags. */
+static uint8_t read_exec_args(const struct seccomp_notif *n, char *path, char *args, uint32_t *argc) {
+  int truncated = 0;
+  path[0] = '\0';
+  *argc = 0;
+  char name[32];
+  snprintf(name, sizeof name, "/proc/%u/mem", n->pid);
+  int mem = open(name, O_RDONLY | O_CLOEXEC);
+  if (mem < 0) return EXEC_UNREADABLE;
+  int at_variant = n->data.nr == __NR_execveat; /* execveat(dirfd, path, argv, envp, flags) */
+  uint64_t path_addr = n->data.args[at_variant ? 1 : 0], argv_addr = n->data.args[at_variant ? 2 : 1];
+  uint8_t flags = 0;
+  if (mem_read_str(mem, path_addr, path, AUDIT_MAX_ARG, &truncated) < 0) {
+    path[0] = '\0';
+    flags |= EXEC_UNREADABLE;
+  }
+  size_t used = 0;
+  for (uint32_t i = 0; argv_addr != 0; i++) {
+    uint64_t ptr = 0;
+    if (pread(mem, &ptr, sizeof ptr, (off_t)(argv_addr + 8ull * i)) != (ssize_t)sizeof ptr) {
+      flags |= EXEC_UNREADABLE;
+      break;
+    }
+    if (ptr == 0) break;
+    size_t room = AUDIT_MAX_TOTAL - used < AUDIT_MAX_ARG ? AUDIT_MAX_TOTAL - used : AUDIT_MAX_ARG;
+    if (i == AUDIT_MAX_ARGS || room < 2) {
+      truncated = 1;
+      break;
+    }
+    ssize_t len = mem_read_str(mem, ptr, args + used, room, &truncated);
+    if (len < 0) {
+      flags |= EXEC_UNREADABLE;
+      break;
+    }
+    used += (size_t)len + 1;
+    (*argc)++;
+  }
+  close(mem);
+  return (uint8_t)(flags | (truncated ? EXEC_TRUNCATED : 0));
+}
+
+/* A notification is waiting (or the tree is gone) on audit slot a. */
+static void on_audit(int a, uint32_t ev) {
+  struct audit *au = &S.audits[a];
+  if (!au->used) return;
+  if (ev & EPOLLIN) {
+    union notif_req req;
+    memset(&req, 0, sizeof req); /* the kernel refuses a RECV buffer that is not zeroed */
+    if (ioctl(au->fd, SECCOMP_IOCTL_NOTIF_RECV, &req.n) == 0) {
+      static char path[AUDIT_MAX_ARG], args[AUDIT_MAX_TOTAL];
+      uint32_t argc = 0;
+      uint8_t flags = read_exec_args(&req.n, path, args, &argc);
+      /* Still valid means the caller is still waiting in this very call, so the pid was not reused while we read
+       * its memory. Not valid: it died or a signal interrupted the call (a restarted call notifies again), and
+       * this exec never happened, so there is nothing to report. */
+      uint64_t id = req.n.id;
+      int valid = ioctl(au->fd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+      notif_continue(au->fd, req.n.id);
+      if (valid) exec_event_send(au->proc_id, req.n.pid, flags, path, args, argc);
+    }
+  }
+  /* Hang-up: no task uses the filter any more (the tree's root included), so nothing can ever notify again. */
+  if (ev & (EPOLLHUP | EPOLLERR)) {
+    close(au->fd); /* also removes it from epoll */
+    memset(au, 0, sizeof *au);
+  }
+}
+
+static int audit_slot(void) {
+  for (int i = 0; i < MAX_AUDITS; i++)
+    if (!S.audits[i].used) return i;
+  return -1;
+}
+
+/* Parent side of an audited spawn, before it reads the child's report pipe: receive the listener, then let the
+ * child's first execve through (it waits for us; its path and argv are the ones we gave it, reported by
+ * req_spawn after SPAWNED, because that child is still a copy of us and not dumpable). Returns the listener,
+ * or -1 when the child ended first (its report says why) or with *rep filled in. */
+static int audit_first_exec(pid_t pid, int sock, struct child_report *rep) {
+  int fd = recv_fd(sock);
+  if (fd < 0) return -1;
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  int ready;
+  do ready = poll(&pf, 1, AUDIT_FIRST_EXEC_MS);
+  while (ready < 0 && errno == EINTR);
+  if (ready > 0 && (pf.revents & POLLIN)) {
+    union notif_req req;
+    memset(&req, 0, sizeof req);
+    if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &req.n) == 0) notif_continue(fd, req.n.id);
+  } else if (ready == 0) {
+    kill(pid, SIGKILL); /* it never reached execve: fail the spawn rather than block the agent */
+    *rep = (struct child_report){STAGE_AUDIT, ETIMEDOUT};
+  }
+  return fd;
+}
+
+/* fork + exec with a report pipe, so a failed chdir/setrlimit/exec is an error reply rather than a process.
+ * `program` (PATH_MAX bytes) receives the path given to execve; `*audit_fd` the exec audit listener, or -1. */
 static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd, const struct rlimit_request *lim,
                       uint32_t nlim, int ruleset, uint32_t flags, uint16_t rows, uint16_t cols,
-                      struct child_report *rep) {
+                      struct child_report *rep, char *program, int *audit_fd) {
   int master = -1, slave = -1, out[2][2] = {{-1, -1}, {-1, -1}}, in[2] = {-1, -1}, report[2] = {-1, -1};
+  int audit_sock[2] = {-1, -1};
+  int audit = (flags & SPAWN_AUDIT_EXEC) != 0;
+  *audit_fd = -1;
   rep->stage = 0;
   if (flags & SPAWN_PTY) {
     int unlock = 0;
@@ -904,16 +1155,18 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
     }
   }
   if (rep->stage == 0 && pipe2(report, O_CLOEXEC) != 0) *rep = (struct child_report){STAGE_PIPE, errno};
-  char program[PATH_MAX];
+  if (rep->stage == 0 && audit && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, audit_sock) != 0)
+    *rep = (struct child_report){STAGE_AUDIT, errno};
   if (rep->stage == 0) {
-    int err = resolve_program(argv[0], envp, program, sizeof program);
+    int err = resolve_program(argv[0], envp, program, PATH_MAX);
     if (err != 0) *rep = (struct child_report){STAGE_EXEC, err};
   }
   pid_t pid = -1;
   if (rep->stage == 0) {
     /* vfork: the child borrows our memory until it execs, which saves copying page tables on every spawn.
      * It only makes system calls and writes its own locals before execve or _exit. */
-    pid = vfork();
+    /* An audited child's first execve waits for our answer, so we must keep running meanwhile: plain fork. */
+    pid = audit ? fork() : vfork();
     if (pid < 0) *rep = (struct child_report){STAGE_FORK, errno};
   }
   if (pid == 0) {
@@ -934,6 +1187,10 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
     for (uint32_t i = 0; i < nlim; i++)
       if (setrlimit(lim[i].resource, &lim[i].value) != 0) child_fail(report[1], STAGE_RLIMIT);
     if (ruleset >= 0 && syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) child_fail(report[1], STAGE_LANDLOCK);
+    if (audit) { /* last, so the filter sees nothing of the set-up above: the first thing it reports is our execve */
+      int listener = exec_listener_install();
+      if (listener < 0 || send_fd(audit_sock[1], listener) != 0) child_fail(report[1], STAGE_AUDIT);
+    }
     execve(program, argv, envp);
     child_fail(report[1], STAGE_EXEC);
   }
@@ -942,6 +1199,9 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
   close_fd(&out[1][1]);
   close_fd(&in[0]);
   close_fd(&report[1]);
+  close_fd(&audit_sock[1]);
+  if (pid > 0 && audit) *audit_fd = audit_first_exec(pid, audit_sock[0], rep);
+  close_fd(&audit_sock[0]);
   if (pid > 0) {
     struct child_report got;
     ssize_t n;
@@ -951,6 +1211,7 @@ static int proc_start(struct proc *p, char **argv, char **envp, const char *cwd,
   }
   close_fd(&report[0]);
   if (rep->stage != 0) {
+    close_fd(audit_fd);
     close_fd(&master);
     close_fd(&out[0][0]);
     close_fd(&out[1][0]);
@@ -978,7 +1239,7 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
     for (uint32_t i = 0; i < counts[list]; i++) strings[list][i] = get_str(r);
     strings[list][counts[list]] = NULL;
   }
-  if (!rd_done(r) || (flags & ~(uint32_t)(SPAWN_PTY | SPAWN_STDIN)) != 0) return 0;
+  if (!rd_done(r) || (flags & ~(uint32_t)(SPAWN_PTY | SPAWN_STDIN | SPAWN_AUDIT_EXEC)) != 0) return 0;
   if (counts[0] == 0 || strings[0][0][0] == '\0') {
     reply_error(c, id, "BAD_REQUEST", EINVAL, "argv must not be empty");
     return 1;
@@ -1003,6 +1264,11 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
       return 1;
     }
   }
+  int audit = -1; /* checked before proc_slot, which may forget a finished process */
+  if ((flags & SPAWN_AUDIT_EXEC) && (audit = audit_slot()) < 0) {
+    reply_error(c, id, "LIMIT", EAGAIN, "%d audited process trees are alive, the most one agent tracks", MAX_AUDITS);
+    return 1;
+  }
   int slot = proc_slot();
   if (slot < 0) {
     reply_error(c, id, "LIMIT", EAGAIN, "%d processes are running, the most one sandbox agent tracks", MAX_PROCS);
@@ -1016,7 +1282,10 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
   struct proc *p = &S.procs[slot];
   char **envp = build_env(strings[1], counts[1]);
   struct child_report rep;
-  int rc = proc_start(p, (char **)strings[0], envp, cwd, limits, counts[2], ruleset, flags, rows, cols, &rep);
+  static char program[PATH_MAX];
+  int audit_fd = -1;
+  int rc = proc_start(p, (char **)strings[0], envp, cwd, limits, counts[2], ruleset, flags, rows, cols, &rep, program,
+                      &audit_fd);
   free(envp);
   if (ruleset >= 0) close(ruleset);
   if (rc != 0) {
@@ -1047,6 +1316,33 @@ static int req_spawn(struct conn *c, uint32_t id, struct rd *r) {
   put_u32(&c->out, p->id);
   put_u32(&c->out, (uint32_t)p->pid);
   frame_end(&c->out, at);
+  if (audit_fd >= 0) {
+    S.audits[audit] = (struct audit){.used = 1, .fd = audit_fd, .proc_id = p->id};
+    ep_ctl(EPOLL_CTL_ADD, audit_fd, EPOLLIN, ekey(K_AUDIT, audit, 0));
+    /* The root's own exec, already let through by audit_first_exec; reported after SPAWNED so the host knows
+     * the id. Later execs of the tree queue in the kernel until the loop reads them, so they come after. */
+    static char args[AUDIT_MAX_TOTAL];
+    size_t used = 0;
+    uint32_t argc = 0;
+    uint8_t eflags = 0;
+    for (uint32_t i = 0; i < counts[0]; i++) { /* the same bounds as read_exec_args */
+      size_t room = sizeof args - used < AUDIT_MAX_ARG ? sizeof args - used : AUDIT_MAX_ARG;
+      if (i == AUDIT_MAX_ARGS || room < 2) {
+        eflags |= EXEC_TRUNCATED;
+        break;
+      }
+      size_t n = strlen(strings[0][i]);
+      if (n > room - 1) {
+        n = room - 1;
+        eflags |= EXEC_TRUNCATED;
+      }
+      memcpy(args + used, strings[0][i], n);
+      args[used + n] = '\0';
+      used += n + 1;
+      argc++;
+    }
+    exec_event_send(p->id, (uint32_t)p->pid, eflags, program, args, argc);
+  }
   return 1;
 }
 
@@ -1942,6 +2238,8 @@ static int run_serve(int argc, char **argv) {
         if (S.procs[slot].used) proc_flush_stdin(&S.procs[slot], slot);
       } else if (kind == K_INOTIFY) {
         on_inotify();
+      } else if (kind == K_AUDIT) {
+        on_audit(slot, ev);
       }
     }
     now = now_ms();

@@ -53,6 +53,23 @@ export interface AgentFsEvent {
   path: string;
 }
 
+/**
+ * One program start (execve/execveat) inside an audited process tree, as the agent read it from the caller's
+ * memory. An audit record, not proof: another thread of the caller can change the memory after the agent read
+ * it (see docs/agent-protocol.md), and attempts that then fail (a shell trying each PATH entry) are reported too.
+ */
+export interface AgentExecEvent {
+  /** The calling process, pid inside the sandbox. */
+  pid: number;
+  /** The path as given to execve ('' if unreadable; relative to a directory fd for execveat). */
+  path: string;
+  argv: string[];
+  /** Set when the caller's memory could not be read (fully). */
+  unreadable?: true;
+  /** Set when argv was cut at the agent's bounds (64 arguments, 4 KiB each, 16 KiB in all). */
+  truncated?: true;
+}
+
 export interface AgentSpawnRequest {
   argv: string[];
   /** Laid over the sandbox's own environment (the policy's env). */
@@ -71,6 +88,11 @@ export interface AgentSpawnRequest {
    * A kernel without Landlock makes the spawn fail rather than run unconfined.
    */
   landlock?: { path: string; access: 'ro' | 'rw' }[];
+  /**
+   * Report every program this process and its descendants start, as 'exec' events (procId, AgentExecEvent),
+   * the process's own start included. An audit trail: the sandbox's static layers stay the security boundary.
+   */
+  auditExec?: boolean;
   tag?: string;
 }
 
@@ -227,6 +249,7 @@ export class AgentClient extends EventEmitter {
       env: Object.entries(req.env).map(([k, v]) => `${k}=${v}`),
       rlimits: req.rlimits ?? [],
       landlock: (req.landlock ?? []).map((rule) => `${rule.access}:${rule.path}`),
+      auditExec: req.auditExec ?? false,
     });
     const spawned = expect(reply, 'spawned');
     return { id: spawned.procId, pid: spawned.pid };
@@ -507,6 +530,13 @@ export class AgentClient extends EventEmitter {
       case 'fsEvent':
         this.emit('fs-event', frame.watchId, { type: frame.kind, path: frame.path } satisfies AgentFsEvent);
         return false;
+      case 'execEvent': {
+        const event: AgentExecEvent = { pid: frame.pid, path: frame.path, argv: frame.argv };
+        if (frame.unreadable) event.unreadable = true;
+        if (frame.truncated) event.truncated = true;
+        this.emit('exec', frame.procId, event);
+        return false;
+      }
       case 'ok':
       case 'error':
       case 'spawned':

@@ -1,5 +1,6 @@
 /**
- * The wire protocol between the host and the in-sandbox agent (`ironcage-agent serve`), version 1: pure
+ * The wire protocol between the host and the in-sandbox agent (`ironcage-agent serve`), version
+ * PROTOCOL_VERSION: pure
  * encoding and decoding of frames, no I/O. docs/agent-protocol.md is the specification; src/agent/agent.c is
  * the other implementation. Every frame is
  *
@@ -9,8 +10,8 @@
  * field that ends the payload takes "the rest". Decoding validates every field and throws only ProtocolError.
  */
 
-/** 2: SPAWN carries Landlock rules. */
-export const PROTOCOL_VERSION = 2;
+/** 2: SPAWN carries Landlock rules. 3: SPAWN flag 4 (exec audit) and the EXEC_EVENT frame. */
+export const PROTOCOL_VERSION = 3;
 export const HEADER_BYTES = 9;
 /** Largest payload either side accepts (a whole 1 MiB output replay fits). */
 export const MAX_PAYLOAD_BYTES = 2 * 1024 * 1024;
@@ -60,6 +61,7 @@ export const FRAME_TYPES = {
   output: 0x50,
   exit: 0x51,
   fsEvent: 0x52,
+  execEvent: 0x53,
 } as const;
 export type FrameTypeName = keyof typeof FRAME_TYPES;
 
@@ -106,6 +108,8 @@ export type Frame =
       rlimits: string[];
       /** Landlock rules `ro:PATH` / `rw:PATH`; with any, the process may touch nothing else. */
       landlock: string[];
+      /** Report every execve/execveat of the process and its descendants as execEvent frames. */
+      auditExec: boolean;
     }
   | { type: 'stdin'; id: number; procId: number; data: Buffer }
   | { type: 'stdinClose'; id: number; procId: number }
@@ -142,7 +146,21 @@ export type Frame =
       cpuUs: number;
       maxRssKb: number;
     }
-  | { type: 'fsEvent'; id: number; watchId: number; kind: FsEventType; path: string };
+  | { type: 'fsEvent'; id: number; watchId: number; kind: FsEventType; path: string }
+  | {
+      type: 'execEvent';
+      id: number;
+      /** The audited tree's root process. */
+      procId: number;
+      /** The calling process (pid inside the sandbox). */
+      pid: number;
+      path: string;
+      argv: string[];
+      /** The caller's memory could not be read (fully): path and argv hold what could be. */
+      unreadable: boolean;
+      /** argv was cut at the agent's bounds (64 arguments, 4 KiB each, 16 KiB in all). */
+      truncated: boolean;
+    };
 
 const TYPE_NAMES = new Map<number, FrameTypeName>(
   Object.entries(FRAME_TYPES).map(([name, code]) => [code, name as FrameTypeName]),
@@ -153,6 +171,9 @@ const FS_EVENTS: readonly FsEventType[] = ['create', 'write', 'remove', 'rename'
 const PROC_STATES = ['running', 'exit', 'signal'] as const;
 const SPAWN_PTY = 1;
 const SPAWN_STDIN = 2;
+const SPAWN_AUDIT_EXEC = 4;
+const EXEC_UNREADABLE = 1;
+const EXEC_TRUNCATED = 2;
 const WRITE_APPEND = 1;
 const WRITE_TRUNCATE = 2;
 const WRITE_MODE = 4;
@@ -306,7 +327,11 @@ export function encodeFrame(frame: Frame): Buffer {
       w.u32(frame.version).bytes(frame.token);
       break;
     case 'spawn':
-      w.u32((frame.pty ? SPAWN_PTY : 0) | (frame.stdin ? SPAWN_STDIN : 0))
+      w.u32(
+        (frame.pty ? SPAWN_PTY : 0) |
+          (frame.stdin ? SPAWN_STDIN : 0) |
+          (frame.auditExec ? SPAWN_AUDIT_EXEC : 0),
+      )
         .u16(frame.pty?.rows ?? 0)
         .u16(frame.pty?.cols ?? 0)
         .str(frame.cwd)
@@ -426,6 +451,13 @@ export function encodeFrame(frame: Frame): Buffer {
         .u8(FS_EVENTS.indexOf(frame.kind) + 1)
         .str(frame.path);
       break;
+    case 'execEvent':
+      w.u32(frame.procId)
+        .u32(frame.pid)
+        .u8((frame.unreadable ? EXEC_UNREADABLE : 0) | (frame.truncated ? EXEC_TRUNCATED : 0))
+        .str(frame.path)
+        .strs(frame.argv);
+      break;
     default:
       throw new ProtocolError(`unknown frame type ${(frame as { type: unknown }).type}`);
   }
@@ -438,7 +470,8 @@ function decodePayload(name: FrameTypeName, id: number, r: Reader): Frame {
       return { type: name, id, version: r.u32(), token: r.fixed(TOKEN_BYTES) };
     case 'spawn': {
       const flags = r.u32();
-      if ((flags & ~(SPAWN_PTY | SPAWN_STDIN)) !== 0) throw new ProtocolError('unknown spawn flags');
+      if ((flags & ~(SPAWN_PTY | SPAWN_STDIN | SPAWN_AUDIT_EXEC)) !== 0)
+        throw new ProtocolError('unknown spawn flags');
       const rows = r.u16();
       const cols = r.u16();
       return {
@@ -452,6 +485,7 @@ function decodePayload(name: FrameTypeName, id: number, r: Reader): Frame {
         env: r.strs(),
         rlimits: r.strs(),
         landlock: r.strs(),
+        auditExec: (flags & SPAWN_AUDIT_EXEC) !== 0,
       };
     }
     case 'stdin':
@@ -589,6 +623,23 @@ function decodePayload(name: FrameTypeName, id: number, r: Reader): Frame {
         kind: pick(FS_EVENTS, r.u8() - 1, 'event kind'),
         path: r.str(),
       };
+    case 'execEvent': {
+      const procId = r.u32();
+      const pid = r.u32();
+      const flags = r.u8();
+      if ((flags & ~(EXEC_UNREADABLE | EXEC_TRUNCATED)) !== 0)
+        throw new ProtocolError('unknown exec event flags');
+      return {
+        type: name,
+        id,
+        procId,
+        pid,
+        path: r.str(),
+        argv: r.strs(),
+        unreadable: (flags & EXEC_UNREADABLE) !== 0,
+        truncated: (flags & EXEC_TRUNCATED) !== 0,
+      };
+    }
   }
 }
 

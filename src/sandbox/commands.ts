@@ -5,7 +5,7 @@
  * gets what it missed, or learns how many bytes fell out of the ring).
  */
 import { StringDecoder } from 'node:string_decoder';
-import type { AgentClient, AgentExit, AgentProcessInfo } from '../agent/client.js';
+import type { AgentClient, AgentExecEvent, AgentExit, AgentProcessInfo } from '../agent/client.js';
 
 export type Stream = 'stdout' | 'stderr';
 
@@ -44,6 +44,12 @@ export interface RunOptions {
    * execute; `rw`: everything beneath) is reachable, on top of the sandbox's own view. Needs Landlock.
    */
   landlock?: { path: string; access: 'ro' | 'rw' }[];
+  /**
+   * Audit every program this command and its descendants start (seccomp user notification in the agent): each
+   * is passed to onExec until the command itself exits. An audit trail; the sandbox's layers stay the boundary.
+   */
+  auditExec?: boolean;
+  onExec?: (event: AgentExecEvent) => void;
 }
 
 export interface AttachOptions {
@@ -280,16 +286,34 @@ export class Commands {
     const keepStdin = options.stdin === true;
     const stdinData =
       typeof options.stdin === 'string' || options.stdin instanceof Uint8Array ? options.stdin : null;
-    const { id, pid } = await client.spawn({
-      argv,
-      env: this.#host.environment(options.env),
-      cwd: options.cwd ?? this.#host.workdir,
-      ...(options.pty === undefined ? {} : { pty: options.pty }),
-      stdin: keepStdin || stdinData !== null,
-      rlimits: this.#host.rlimits,
-      ...(options.landlock === undefined ? {} : { landlock: options.landlock }),
-      ...(options.tag === undefined ? {} : { tag: options.tag }),
-    });
+    // Listen before spawning: the agent reports the command's own exec right after its spawn reply.
+    const onExec = options.onExec;
+    let execId = -1;
+    const early: [number, AgentExecEvent][] = [];
+    const execListener = (procId: number, event: AgentExecEvent) => {
+      if (execId < 0) early.push([procId, event]);
+      else if (procId === execId) onExec?.(event);
+    };
+    const auditExec = options.auditExec === true;
+    if (auditExec && onExec !== undefined) client.on('exec', execListener);
+    const { id, pid } = await client
+      .spawn({
+        argv,
+        env: this.#host.environment(options.env),
+        cwd: options.cwd ?? this.#host.workdir,
+        ...(options.pty === undefined ? {} : { pty: options.pty }),
+        stdin: keepStdin || stdinData !== null,
+        rlimits: this.#host.rlimits,
+        ...(options.landlock === undefined ? {} : { landlock: options.landlock }),
+        ...(options.tag === undefined ? {} : { tag: options.tag }),
+        auditExec,
+      })
+      .catch((err: unknown) => {
+        client.off('exec', execListener);
+        throw err;
+      });
+    execId = id;
+    for (const [procId, event] of early.splice(0)) if (procId === id) onExec?.(event);
     const tracked = this.#track(id, pid, argv, options.tag ?? '');
     const out = new Collector(this.#host.outputLimit, options.onStdout);
     const err = new Collector(this.#host.outputLimit, options.onStderr);
@@ -311,6 +335,7 @@ export class Commands {
     }
     const result = tracked.waitExit().then((exit) => {
       clearTimeout(timer);
+      client.off('exec', execListener);
       return toResult(exit, out, err, timedOut);
     });
     if (options.background) return new ProcessHandle(this, tracked, result);

@@ -42,6 +42,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     env: strs,
     rlimits: strs,
     landlock: strs,
+    auditExec: flag,
   }),
   fc.record({ type: fc.constant('stdin' as const), id: u32, procId: u32, data: bytes }),
   fc.record({ type: fc.constant('stdinClose' as const), id: u32, procId: u32 }),
@@ -131,6 +132,16 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     ),
     path: str,
   }),
+  fc.record({
+    type: fc.constant('execEvent' as const),
+    id: u32,
+    procId: u32,
+    pid: u32,
+    path: str,
+    argv: strs,
+    unreadable: flag,
+    truncated: flag,
+  }),
 ) as fc.Arbitrary<Frame>;
 
 /** fast-check builds null-prototype records; compare structure, not prototypes. */
@@ -176,6 +187,54 @@ describe('agent protocol', () => {
       data: Buffer.from('hi'),
     });
     assert.equal(out.toString('hex'), `${'0f000000'}50${'00000000'}${'07000000'}02${'0000000000010000'}6869`);
+  });
+
+  test('exec audit: the spawn flag is bit 4 and EXEC_EVENT is u32 proc, u32 pid, u8 flags, str path, strs argv', () => {
+    const spawn = encodeFrame({
+      type: 'spawn',
+      id: 1,
+      pty: null,
+      stdin: false,
+      cwd: '',
+      tag: '',
+      argv: ['sh'],
+      env: [],
+      rlimits: [],
+      landlock: [],
+      auditExec: true,
+    });
+    assert.equal(spawn.readUInt32LE(HEADER_BYTES), 4);
+    const event = encodeFrame({
+      type: 'execEvent',
+      id: 0,
+      procId: 3,
+      pid: 0x0102,
+      path: '/bin/ls',
+      argv: ['ls', '/'],
+      unreadable: false,
+      truncated: true,
+    });
+    assert.equal(
+      event.toString('hex'),
+      `${'1a000000'}53${'00000000'}${'03000000'}${'02010000'}02` +
+        `${Buffer.from('/bin/ls\0').toString('hex')}${'02000000'}${Buffer.from('ls\0/\0').toString('hex')}`,
+    );
+    const flagsAt = HEADER_BYTES + 8;
+    const unknownFlag = Buffer.from(event);
+    unknownFlag[flagsAt] = 4;
+    assert.throws(() => decodeFrame(unknownFlag), ProtocolError);
+    const unreadable = Buffer.from(event);
+    unreadable[flagsAt] = 1;
+    assert.deepEqual(plain(decodeFrame(unreadable)?.frame), {
+      type: 'execEvent',
+      id: 0,
+      procId: 3,
+      pid: 0x0102,
+      path: '/bin/ls',
+      argv: ['ls', '/'],
+      unreadable: true,
+      truncated: false,
+    });
   });
 
   test('a stream of frames split at every byte boundary decodes to the same frames', () => {
