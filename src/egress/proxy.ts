@@ -1,0 +1,841 @@
+/**
+ * The host-side egress proxy of one sandbox: a Unix socket that speaks HTTP/1.1 forward proxying,
+ * CONNECT tunnels and SOCKS5 on the same listener. Which sandbox is talking is known from which socket the
+ * connection arrived on (one proxy per sandbox), never from anything the client sends.
+ *
+ * Every request or tunnel is decided by the pure policy (`rules.ts`): canonicalise, resolve the name once,
+ * decide with the answers, then dial exactly `decision.dial[0]`. There is no second lookup anywhere on the
+ * path, so a DNS answer that changes between check and use (rebinding) cannot redirect the connection.
+ */
+import { promises as dns } from 'node:dns';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import {
+  decide,
+  type EgressDecision,
+  type EgressRules,
+  type EgressRulesInput,
+  mergeRules,
+  replaceRules,
+} from './rules.js';
+import {
+  MAX_GREETING_BYTES,
+  MAX_REQUEST_BYTES,
+  methodSelection,
+  parseGreeting,
+  parseRequest,
+  reply,
+  SOCKS_NO_ACCEPTABLE_METHOD,
+  SOCKS_NO_AUTH,
+  SOCKS_VERSION,
+  SocksProtocolError,
+  SocksReply,
+  type SocksReplyCode,
+} from './socks5.js';
+
+export interface EgressProxyLimits {
+  /** Largest request head (request line + headers) accepted; larger gets 431 and the connection is closed. */
+  readonly maxHeaderBytes: number;
+  /** Time to establish the upstream TCP connection. */
+  readonly connectTimeoutMs: number;
+  /** A connection (client or upstream) with no traffic for this long is closed. */
+  readonly idleTimeoutMs: number;
+  /** Time a new client has to send its request head or SOCKS handshake. */
+  readonly handshakeTimeoutMs: number;
+  /** Client connections open at once on this proxy; further ones are closed on accept. */
+  readonly maxConnections: number;
+}
+
+export const defaultEgressProxyLimits: EgressProxyLimits = {
+  maxHeaderBytes: 16 * 1024,
+  connectTimeoutMs: 10_000,
+  idleTimeoutMs: 120_000,
+  handshakeTimeoutMs: 10_000,
+  maxConnections: 256,
+};
+
+/** What the `ask` hook is shown for an undecided destination. */
+export interface EgressAskRequest {
+  readonly sandboxId?: string;
+  readonly protocol: EgressProtocol;
+  /** Canonical `host:port`. */
+  readonly destination: string;
+  /** The vetted addresses that would be dialled. */
+  readonly resolved: readonly string[];
+  readonly reason: string;
+}
+
+export type EgressProtocol = 'http' | 'connect' | 'socks5';
+
+export interface EgressEvent {
+  /** `request`: one forwarded HTTP request; `connection`: one tunnel; `denied`: refused by policy. */
+  readonly type: 'connection' | 'request' | 'denied';
+  readonly sandboxId?: string;
+  readonly protocol: EgressProtocol;
+  /** Canonical `host:port` when it could be parsed, else the text the client sent. */
+  readonly destination: string;
+  /** The address dialled (or that would have been dialled); absent when nothing was resolved. */
+  readonly resolvedIp?: string;
+  /** `error`: allowed by policy, but resolving or connecting failed (see `error`). */
+  readonly decision: 'allow' | 'deny' | 'error';
+  /** The rule that decided, as in `EgressDecision.rule` (plus `ask:approved` / `ask:refused`). */
+  readonly rule?: string;
+  /** Body bytes from the sandbox (HTTP) or all tunnel bytes sandbox → destination. */
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  readonly durationMs: number;
+  /** HTTP status returned to the sandbox (HTTP and CONNECT). */
+  readonly status?: number;
+  /** An error code such as `ENOTFOUND`, `ECONNREFUSED`, `ETIMEDOUT`. */
+  readonly error?: string;
+}
+
+export interface EgressProxyOptions {
+  readonly socketPath: string;
+  readonly rules: EgressRulesInput;
+  readonly sandboxId?: string;
+  /** Resolve a canonical name to addresses; called at most once per request or tunnel. */
+  readonly resolve?: (host: string) => Promise<string[]>;
+  /** This machine's own addresses, refused like loopback. */
+  readonly hostAddresses?: readonly string[];
+  /** Asked for `ask` verdicts; absent means deny. */
+  readonly ask?: (request: EgressAskRequest) => Promise<boolean>;
+  readonly onEvent?: (event: EgressEvent) => void;
+  readonly limits?: Partial<EgressProxyLimits>;
+}
+
+export interface EgressProxy {
+  readonly socketPath: string;
+  /** The rules in force; the next request or tunnel uses whatever is current then. */
+  readonly rules: EgressRules;
+  readonly limits: EgressProxyLimits;
+  /** Replace every rule (the only way to remove one). Throws on invalid rules, leaving the old ones. */
+  setRules(next: EgressRulesInput): void;
+  /** Add rules (union, deduplicated). Throws on invalid rules, leaving the old ones. */
+  mergeRules(patch: Partial<EgressRulesInput>): void;
+  /** Sockets open now (client and upstream). */
+  openSockets(): number;
+  /** Stop listening, destroy every socket and remove the socket file. */
+  close(): Promise<void>;
+}
+
+export class EgressProxyError extends Error {
+  constructor(
+    readonly code: 'SOCKET_PATH_IN_USE' | 'LISTEN_FAILED',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'EgressProxyError';
+  }
+}
+
+/** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the proxy-specific ones). */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+type Admission =
+  | { readonly ok: true; readonly decision: EgressDecision; readonly dial: string; readonly rule?: string }
+  | {
+      readonly ok: false;
+      /** `policy`: refused by the rules or the ask hook; `resolve`: the name did not resolve. */
+      readonly why: 'policy' | 'resolve';
+      readonly destination: string;
+      readonly rule: string;
+      readonly reason: string;
+      readonly resolvedIp?: string;
+      readonly error?: string;
+    };
+
+export async function startEgressProxy(options: EgressProxyOptions): Promise<EgressProxy> {
+  const limits: EgressProxyLimits = { ...defaultEgressProxyLimits, ...options.limits };
+  let rules = replaceRules(options.rules);
+  const resolve = options.resolve ?? defaultResolve;
+  const sockets = new Set<net.Socket>();
+  let closed = false;
+
+  const track = (s: net.Socket): void => {
+    if (closed) {
+      s.destroy();
+      return;
+    }
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  };
+
+  const emit = (event: Omit<EgressEvent, 'sandboxId'>): void => {
+    if (!options.onEvent) return;
+    try {
+      options.onEvent(options.sandboxId === undefined ? event : { ...event, sandboxId: options.sandboxId });
+    } catch {
+      // An audit sink that throws must not take the data path down with it.
+    }
+  };
+
+  async function admit(host: string, port: number | string, protocol: EgressProtocol): Promise<Admission> {
+    const current = rules; // one rule set for the whole decision, even if updated meanwhile
+    const context = { hostAddresses: options.hostAddresses ?? [] };
+    let decision = decide(current, { host, port }, context);
+    const shown = (d: EgressDecision): string =>
+      d.destination ? `${displayHost(d.destination)}:${port}` : `${host}:${port}`;
+    // A name refused by a rule is refused whatever it resolves to: do not even send it to DNS.
+    // Class refusals by name (`localhost`) are the exception: allowPrivate may open them once resolved.
+    if (decision.verdict === 'deny' && !decision.rule?.startsWith('class:')) {
+      return refusal('policy', shown(decision), decision.rule ?? 'default-deny', decision.reason);
+    }
+    if (decision.destination?.kind === 'domain') {
+      let resolved: string[];
+      try {
+        resolved = await resolve(decision.destination.name);
+      } catch (err) {
+        const code = errorCode(err);
+        return refusal(
+          'resolve',
+          shown(decision),
+          'dns-resolution-failed',
+          `${decision.destination.name} could not be resolved (${code}); check the name`,
+          undefined,
+          code,
+        );
+      }
+      decision = decide(current, { host, port, resolved }, context);
+    }
+    const first = decision.dial?.[0];
+    if (decision.verdict === 'deny' || first === undefined) {
+      return refusal('policy', shown(decision), decision.rule ?? 'default-deny', decision.reason);
+    }
+    if (decision.verdict === 'ask') {
+      const request: EgressAskRequest = {
+        protocol,
+        destination: shown(decision),
+        resolved: decision.dial ?? [],
+        reason: decision.reason,
+        ...(options.sandboxId === undefined ? {} : { sandboxId: options.sandboxId }),
+      };
+      let approved = false;
+      try {
+        approved = options.ask ? await options.ask(request) : false;
+      } catch {
+        approved = false;
+      }
+      if (!approved) {
+        const reason = options.ask
+          ? `a human declined ${shown(decision)}. ${decision.reason}`
+          : `${decision.reason} No approver is connected, so it is refused.`;
+        return refusal('policy', shown(decision), 'ask:refused', reason, first);
+      }
+      return { ok: true, decision, dial: first, rule: 'ask:approved' };
+    }
+    return { ok: true, decision, dial: first, ...(decision.rule ? { rule: decision.rule } : {}) };
+  }
+
+  function dial(
+    address: string,
+    port: number,
+    onConnect: () => void,
+    onFail: (code: string) => void,
+  ): net.Socket {
+    const upstream = net.connect({ host: address, port, allowHalfOpen: true });
+    track(upstream);
+    let settled = false;
+    const timer = setTimeout(() => fail('ETIMEDOUT'), limits.connectTimeoutMs);
+    const fail = (code: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      upstream.destroy();
+      onFail(code);
+    };
+    upstream.once('error', (err) => fail(errorCode(err)));
+    upstream.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      upstream.setTimeout(limits.idleTimeoutMs, () => upstream.destroy());
+      onConnect();
+    });
+    return upstream;
+  }
+
+  /** Join two sockets; `done` runs once, after both have closed, with the byte counts. */
+  function splice(
+    client: net.Socket,
+    upstream: net.Socket,
+    done: (bytesUp: number, bytesDown: number) => void,
+  ): void {
+    let up = 0;
+    let down = 0;
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+    });
+    upstream.on('data', (d: Buffer) => {
+      down += d.length;
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    let open = 2;
+    const closeOne = (): void => {
+      open -= 1;
+      // One side gone (error, reset, idle timeout): nothing more can flow, so tear the other down too.
+      client.destroy();
+      upstream.destroy();
+      if (open === 0) done(up, down);
+    };
+    client.once('close', closeOne);
+    upstream.once('close', closeOne);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    client.setTimeout(limits.idleTimeoutMs, () => client.destroy());
+  }
+
+  // --- HTTP forward proxy -------------------------------------------------------------------------------
+
+  const httpServer = http.createServer({
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.handshakeTimeoutMs,
+    // Long uploads are bounded by the idle timeout, not by a total request time.
+    requestTimeout: 0,
+  });
+  httpServer.timeout = limits.idleTimeoutMs;
+  httpServer.keepAliveTimeout = limits.idleTimeoutMs;
+
+  httpServer.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    if (socket.writable) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      const text = status === 431 ? 'Request Header Fields Too Large' : 'Bad Request';
+      const body = `ironcage egress proxy: ${status === 431 ? `request head larger than ${limits.maxHeaderBytes} bytes` : 'malformed HTTP request'}\n`;
+      socket.end(
+        `HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  });
+
+  httpServer.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    void forward(req, res);
+  });
+
+  async function forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const started = Date.now();
+    let url: URL | undefined;
+    try {
+      url = new URL(req.url ?? '');
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || url.protocol !== 'http:') {
+      const reason =
+        url?.protocol === 'https:'
+          ? 'send https:// requests through a CONNECT tunnel (set HTTPS_PROXY), not as a plain proxy request'
+          : 'this is a forward proxy: the request target must be an absolute http:// URL';
+      sendText(res, 400, reason, { 'X-Ironcage-Reason': headerSafe(reason) });
+      return;
+    }
+    const host = url.hostname;
+    const port = url.port === '' ? 80 : Number(url.port);
+    const admission = await admit(host, port, 'http');
+    if (closed || req.socket.destroyed) return;
+    if (!admission.ok) {
+      const status = admission.why === 'policy' ? 403 : 502;
+      sendText(res, status, denialBody(admission), denialHeaders(admission));
+      emit({
+        type: admission.why === 'policy' ? 'denied' : 'request',
+        protocol: 'http',
+        destination: admission.destination,
+        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
+        decision: admission.why === 'policy' ? 'deny' : 'error',
+        rule: admission.rule,
+        bytesUp: 0,
+        bytesDown: 0,
+        durationMs: Date.now() - started,
+        status,
+        ...(admission.error ? { error: admission.error } : {}),
+      });
+      return;
+    }
+    const destination = `${displayHost(admission.decision.destination)}:${port}`;
+    const headers = stripHopByHop(req.headers);
+    // Host is rewritten from the vetted URL so a different Host header cannot steer a shared upstream.
+    headers.host = url.host;
+    let bytesUp = 0;
+    let bytesDown = 0;
+    let finished = false;
+    const finish = (status: number | undefined, error?: string): void => {
+      if (finished) return;
+      finished = true;
+      emit({
+        type: 'request',
+        protocol: 'http',
+        destination,
+        resolvedIp: admission.dial,
+        decision: error && status !== undefined && status >= 500 && bytesDown === 0 ? 'error' : 'allow',
+        ...(admission.rule ? { rule: admission.rule } : {}),
+        bytesUp,
+        bytesDown,
+        durationMs: Date.now() - started,
+        ...(status === undefined ? {} : { status }),
+        ...(error ? { error } : {}),
+      });
+    };
+    const upstreamReq = http.request({
+      host: admission.dial,
+      port,
+      method: req.method,
+      path: `${url.pathname}${url.search}`,
+      headers,
+      setHost: false,
+      agent: false,
+    });
+    let connected = false;
+    const timer = setTimeout(() => {
+      if (!connected) upstreamReq.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
+    }, limits.connectTimeoutMs);
+    upstreamReq.on('socket', (s: net.Socket) => {
+      track(s);
+      s.once('connect', () => {
+        connected = true;
+        clearTimeout(timer);
+      });
+      s.setTimeout(limits.idleTimeoutMs, () => s.destroy());
+    });
+    upstreamReq.on('error', (err) => {
+      clearTimeout(timer);
+      const code = errorCode(err);
+      if (!res.headersSent) {
+        const status = code === 'ETIMEDOUT' ? 504 : 502;
+        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
+        sendText(res, status, reason, { 'X-Ironcage-Reason': headerSafe(reason) });
+        finish(status, code);
+      } else {
+        res.destroy();
+        finish(res.statusCode, code);
+      }
+    });
+    upstreamReq.on('response', (upRes: http.IncomingMessage) => {
+      res.writeHead(upRes.statusCode ?? 502, stripHopByHop(upRes.headers));
+      upRes.on('data', (d: Buffer) => {
+        bytesDown += d.length;
+      });
+      upRes.pipe(res);
+      upRes.once('end', () => finish(upRes.statusCode));
+      upRes.once('error', (err) => {
+        res.destroy();
+        finish(upRes.statusCode, errorCode(err));
+      });
+    });
+    req.on('data', (d: Buffer) => {
+      bytesUp += d.length;
+    });
+    req.pipe(upstreamReq);
+    res.once('close', () => {
+      if (!res.writableFinished) upstreamReq.destroy();
+      finish(
+        res.headersSent ? res.statusCode : undefined,
+        res.writableFinished ? undefined : 'ECLIENTCLOSED',
+      );
+    });
+  }
+
+  // --- CONNECT tunnels ----------------------------------------------------------------------------------
+
+  httpServer.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+    void tunnel(req.url ?? '', client, head);
+  });
+
+  async function tunnel(target: string, client: net.Socket, head: Buffer): Promise<void> {
+    const started = Date.now();
+    client.on('error', () => {});
+    const parsed = splitConnectTarget(target);
+    const admission: Admission = parsed
+      ? await admit(parsed.host, parsed.port, 'connect')
+      : {
+          ok: false,
+          why: 'policy',
+          destination: target.slice(0, 300),
+          rule: 'invalid-destination',
+          reason: 'CONNECT needs host:port (IPv6 as [address]:port)',
+        };
+    if (closed || client.destroyed) return;
+    if (!admission.ok) {
+      const status = admission.why === 'policy' ? 403 : 502;
+      client.end(rawResponse(status, denialHeaders(admission), denialBody(admission)));
+      emit({
+        type: admission.why === 'policy' ? 'denied' : 'connection',
+        protocol: 'connect',
+        destination: admission.destination,
+        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
+        decision: admission.why === 'policy' ? 'deny' : 'error',
+        rule: admission.rule,
+        bytesUp: 0,
+        bytesDown: 0,
+        durationMs: Date.now() - started,
+        status,
+        ...(admission.error ? { error: admission.error } : {}),
+      });
+      return;
+    }
+    const port = Number(parsed?.port);
+    const destination = `${displayHost(admission.decision.destination)}:${port}`;
+    const base = {
+      protocol: 'connect' as const,
+      destination,
+      resolvedIp: admission.dial,
+      ...(admission.rule ? { rule: admission.rule } : {}),
+    };
+    const upstream = dial(
+      admission.dial,
+      port,
+      () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        if (head.length > 0) upstream.write(head);
+        splice(client, upstream, (bytesUp, bytesDown) =>
+          emit({
+            type: 'connection',
+            ...base,
+            decision: 'allow',
+            bytesUp: bytesUp + head.length,
+            bytesDown,
+            durationMs: Date.now() - started,
+            status: 200,
+          }),
+        );
+      },
+      (code) => {
+        const status = code === 'ETIMEDOUT' ? 504 : 502;
+        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
+        client.end(rawResponse(status, { 'X-Ironcage-Reason': headerSafe(reason) }, `${reason}\n`));
+        emit({
+          type: 'connection',
+          ...base,
+          decision: 'error',
+          bytesUp: 0,
+          bytesDown: 0,
+          durationMs: Date.now() - started,
+          status,
+          error: code,
+        });
+      },
+    );
+  }
+
+  // --- SOCKS5 -------------------------------------------------------------------------------------------
+
+  function socks(client: net.Socket, first: Buffer): void {
+    const started = Date.now();
+    let buf = first;
+    let stage: 'greeting' | 'request' | 'deciding' = 'greeting';
+    const fail = (code?: SocksReplyCode): void => {
+      if (code !== undefined && stage !== 'greeting') client.end(reply(code));
+      else client.destroy();
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      step();
+    };
+    const step = (): void => {
+      try {
+        if (stage === 'greeting') {
+          const g = parseGreeting(buf);
+          if (g.state === 'incomplete') {
+            if (buf.length > MAX_GREETING_BYTES) throw new SocksProtocolError('greeting too long');
+            return;
+          }
+          if (!g.methods.includes(SOCKS_NO_AUTH)) {
+            client.end(methodSelection(SOCKS_NO_ACCEPTABLE_METHOD));
+            return;
+          }
+          client.write(methodSelection(SOCKS_NO_AUTH));
+          stage = 'request';
+          buf = g.rest;
+        }
+        if (stage === 'request') {
+          const r = parseRequest(buf);
+          if (r.state === 'incomplete') {
+            if (buf.length > MAX_REQUEST_BYTES) throw new SocksProtocolError('request too long');
+            return;
+          }
+          stage = 'deciding';
+          // The handshake is complete; an ask hook may take a while, and the tunnel sets its own idle timeout.
+          client.setTimeout(0);
+          client.off('data', onData);
+          client.pause();
+          void connectSocks(client, r.host, r.port, r.rest, started);
+        }
+      } catch (err) {
+        fail(err instanceof SocksProtocolError ? err.reply : SocksReply.generalFailure);
+      }
+    };
+    client.on('data', onData);
+    client.on('error', () => {});
+    step();
+  }
+
+  async function connectSocks(
+    client: net.Socket,
+    host: string,
+    port: number,
+    early: Buffer,
+    started: number,
+  ): Promise<void> {
+    const admission = await admit(host, port, 'socks5');
+    if (closed || client.destroyed) return;
+    if (!admission.ok) {
+      client.end(
+        reply(admission.why === 'policy' ? SocksReply.notAllowedByRuleset : SocksReply.hostUnreachable),
+      );
+      emit({
+        type: admission.why === 'policy' ? 'denied' : 'connection',
+        protocol: 'socks5',
+        destination: admission.destination,
+        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
+        decision: admission.why === 'policy' ? 'deny' : 'error',
+        rule: admission.rule,
+        bytesUp: 0,
+        bytesDown: 0,
+        durationMs: Date.now() - started,
+        ...(admission.error ? { error: admission.error } : {}),
+      });
+      return;
+    }
+    const destination = `${displayHost(admission.decision.destination)}:${port}`;
+    const base = {
+      protocol: 'socks5' as const,
+      destination,
+      resolvedIp: admission.dial,
+      ...(admission.rule ? { rule: admission.rule } : {}),
+    };
+    const upstream = dial(
+      admission.dial,
+      port,
+      () => {
+        client.write(reply(SocksReply.succeeded));
+        if (early.length > 0) upstream.write(early);
+        splice(client, upstream, (bytesUp, bytesDown) =>
+          emit({
+            type: 'connection',
+            ...base,
+            decision: 'allow',
+            bytesUp: bytesUp + early.length,
+            bytesDown,
+            durationMs: Date.now() - started,
+          }),
+        );
+        client.resume();
+      },
+      (code) => {
+        client.end(
+          reply(
+            code === 'ECONNREFUSED'
+              ? SocksReply.connectionRefused
+              : code === 'ETIMEDOUT'
+                ? SocksReply.ttlExpired
+                : SocksReply.hostUnreachable,
+          ),
+        );
+        emit({
+          type: 'connection',
+          ...base,
+          decision: 'error',
+          bytesUp: 0,
+          bytesDown: 0,
+          durationMs: Date.now() - started,
+          error: code,
+        });
+      },
+    );
+  }
+
+  // --- the listener -------------------------------------------------------------------------------------
+
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+    track(client);
+    client.on('error', () => {});
+    client.setTimeout(limits.handshakeTimeoutMs, () => client.destroy());
+    client.once('data', (first: Buffer) => {
+      client.pause();
+      if (first[0] === SOCKS_VERSION) {
+        socks(client, first);
+        client.resume();
+        return;
+      }
+      // Everything else is HTTP: hand the connection, first bytes put back, to node's HTTP parser (which
+      // bounds the head with headersTimeout and maxHeaderSize).
+      client.setTimeout(0);
+      client.unshift(first);
+      httpServer.emit('connection', client);
+      client.resume();
+    });
+    client.resume();
+  });
+  server.maxConnections = limits.maxConnections;
+
+  removeStaleSocket(options.socketPath);
+  await new Promise<void>((ok, fail) => {
+    server.once('error', (err) =>
+      fail(new EgressProxyError('LISTEN_FAILED', `cannot listen on ${options.socketPath}: ${err.message}`)),
+    );
+    server.listen(options.socketPath, () => ok());
+  });
+  // Only root (the host side) may connect; the sandbox reaches it through its bind mount as root in its userns.
+  chmodSync(options.socketPath, 0o600);
+
+  return {
+    socketPath: options.socketPath,
+    get rules() {
+      return rules;
+    },
+    limits,
+    setRules(next) {
+      rules = replaceRules(next);
+    },
+    mergeRules(patch) {
+      rules = mergeRules(rules, patch);
+    },
+    openSockets: () => sockets.size,
+    async close() {
+      if (closed) return;
+      closed = true;
+      const stopped = new Promise<void>((ok) => server.close(() => ok()));
+      for (const s of sockets) s.destroy();
+      httpServer.close();
+      await stopped;
+      try {
+        unlinkSync(options.socketPath);
+      } catch (err) {
+        if (errorCode(err) !== 'ENOENT') throw err;
+      }
+    },
+  };
+}
+
+async function defaultResolve(host: string): Promise<string[]> {
+  const answers = await dns.lookup(host, { all: true, verbatim: true });
+  return answers.map((a) => a.address);
+}
+
+/** A leftover socket file from a crashed proxy is removed; any other file at the path is an error. */
+function removeStaleSocket(path: string): void {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  if (!isSocket) throw new EgressProxyError('SOCKET_PATH_IN_USE', `${path} exists and is not a socket`);
+  unlinkSync(path);
+}
+
+/** `host:port` or `[v6]:port`, as in a CONNECT request line; bounded, no further interpretation. */
+export function splitConnectTarget(target: string): { host: string; port: string } | undefined {
+  if (target.length === 0 || target.length > 300) return undefined;
+  let host: string;
+  let port: string;
+  if (target.startsWith('[')) {
+    const close = target.indexOf(']');
+    if (close < 0 || target[close + 1] !== ':') return undefined;
+    host = target.slice(0, close + 1);
+    port = target.slice(close + 2);
+  } else {
+    const colon = target.lastIndexOf(':');
+    if (colon <= 0 || target.indexOf(':') !== colon) return undefined;
+    host = target.slice(0, colon);
+    port = target.slice(colon + 1);
+  }
+  if (!/^[0-9]{1,5}$/.test(port)) return undefined;
+  return { host, port };
+}
+
+function stripHopByHop(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
+  const named = new Set(HOP_BY_HOP);
+  const connection = headers.connection;
+  for (const token of (Array.isArray(connection) ? connection.join(',') : (connection ?? '')).split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t) named.add(t);
+  }
+  const out: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !named.has(name)) out[name] = value;
+  }
+  return out;
+}
+
+type Refused = Extract<Admission, { ok: false }>;
+
+function refusal(
+  why: Refused['why'],
+  destination: string,
+  rule: string,
+  reason: string,
+  resolvedIp?: string,
+  error?: string,
+): Refused {
+  return {
+    ok: false,
+    why,
+    destination,
+    rule,
+    reason,
+    ...(resolvedIp ? { resolvedIp } : {}),
+    ...(error ? { error } : {}),
+  };
+}
+
+function denialHeaders(a: Refused): Record<string, string> {
+  return { 'X-Ironcage-Denied-Rule': headerSafe(a.rule), 'X-Ironcage-Reason': headerSafe(a.reason) };
+}
+
+/** Plain text for an agent to read: what was refused, by which rule, and how to get it allowed. */
+function denialBody(a: Refused): string {
+  const what = a.why === 'policy' ? 'refused by the sandbox egress policy' : 'could not be resolved';
+  return `ironcage egress proxy: ${a.destination} ${what}.\nrule: ${a.rule}\nreason: ${a.reason}\n`;
+}
+
+function sendText(
+  res: http.ServerResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
+  const text = body.endsWith('\n') ? body : `${body}\n`;
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+function rawResponse(status: number, headers: Record<string, string>, body: string): string {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+  return (
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${lines.join('')}` +
+    `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `Connection: close\r\n\r\n${body}`
+  );
+}
+
+/** Header values must be printable ASCII; anything else (from a hostile host name) becomes `?`. */
+function headerSafe(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000);
+}
+
+function displayHost(d: EgressDecision['destination']): string {
+  if (d === undefined) return '';
+  if (d.kind === 'domain') return d.name;
+  return d.version === 6 ? `[${d.address}]` : d.address;
+}
+
+function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'EUNKNOWN';
+}
