@@ -5,14 +5,9 @@
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import {
-  AgentClient,
-  type AgentExecEvent,
-  type AgentExit,
-  type AgentSpawnRequest,
-} from '../../src/agent/client.js';
+import type { AgentClient, AgentExecEvent, AgentExit, AgentSpawnRequest } from '../../src/agent/client.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
-import { startTestSandbox, type TestSandbox } from './agent-harness.js';
+import { type TestSandbox, useConnectedSandbox } from './agent-harness.js';
 import { tempStateDir } from './sandbox-fixture.js';
 
 /** Runs one process to its end and collects every exec event of its id (events before EXIT, by the protocol). */
@@ -85,14 +80,10 @@ describe('agent exec audit', () => {
       return null;
     }
   };
-  before(async () => {
-    sb = await startTestSandbox();
-    client = await AgentClient.connect(sb.socketPath, sb.token);
+  useConnectedSandbox((s, c) => {
+    sb = s;
+    client = c;
     fdsBefore = agentFds();
-  });
-  after(async () => {
-    client?.close();
-    await sb?.destroy();
   });
 
   test('an audited tree reports every program it starts, with argv, in order', async () => {

@@ -3,22 +3,18 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { AgentClient, type AgentError, type AgentExit, type AgentFsEvent } from '../../src/agent/client.js';
-import { startTestSandbox, type TestSandbox } from './agent-harness.js';
+import { describe, test } from 'node:test';
+import type { AgentClient, AgentError, AgentExit, AgentFsEvent } from '../../src/agent/client.js';
+import { type TestSandbox, useConnectedSandbox } from './agent-harness.js';
 
 const HOME = '/home/sandbox';
 
 describe('agent files', () => {
   let sb: TestSandbox;
   let client: AgentClient;
-  before(async () => {
-    sb = await startTestSandbox();
-    client = await AgentClient.connect(sb.socketPath, sb.token);
-  });
-  after(async () => {
-    client?.close();
-    await sb?.destroy();
+  useConnectedSandbox((s, c) => {
+    sb = s;
+    client = c;
   });
 
   async function sh(script: string): Promise<AgentExit> {

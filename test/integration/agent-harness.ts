@@ -17,6 +17,8 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { AgentClient } from '../../src/agent/client.js';
 import { realHostView } from '../../src/isolation/host-view.js';
 import { AGENT_PATH, planBwrapArgs, planEtcFiles } from '../../src/isolation/mounts.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from '../../src/isolation/package-files.js';
@@ -189,4 +191,22 @@ export async function startTestSandbox(
     throw new Error(`the sandbox agent did not start (bwrap exit ${code}): ${stderr}`);
   }
   return sandbox;
+}
+
+/**
+ * For a describe block: a test sandbox with a connected client, started before its tests and destroyed after.
+ * `onReady` hands them over (tests keep them in their own variables).
+ */
+export function useConnectedSandbox(onReady: (sandbox: TestSandbox, client: AgentClient) => void): void {
+  let sandbox: TestSandbox | undefined;
+  let client: AgentClient | undefined;
+  before(async () => {
+    sandbox = await startTestSandbox();
+    client = await AgentClient.connect(sandbox.socketPath, sandbox.token);
+    onReady(sandbox, client);
+  });
+  after(async () => {
+    client?.close();
+    await sandbox?.destroy();
+  });
 }

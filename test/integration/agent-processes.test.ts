@@ -1,9 +1,9 @@
 /** The warm-sandbox agent for real (bwrap, the kernel): processes, output, stdin, signals, terminals, replay. */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { AgentClient, type AgentError, type AgentExit } from '../../src/agent/client.js';
 import { PROTOCOL_VERSION } from '../../src/agent/protocol.js';
-import { startTestSandbox, type TestSandbox } from './agent-harness.js';
+import { type TestSandbox, useConnectedSandbox } from './agent-harness.js';
 
 /** Collects one process's output and end from a client's events. */
 function watchProcess(client: AgentClient, id: () => number) {
@@ -49,15 +49,9 @@ async function until<T>(
 }
 
 describe('agent per-process Landlock', () => {
-  let sb: TestSandbox;
   let client: AgentClient;
-  before(async () => {
-    sb = await startTestSandbox();
-    client = await AgentClient.connect(sb.socketPath, sb.token);
-  });
-  after(async () => {
-    client?.close();
-    await sb?.destroy();
+  useConnectedSandbox((_sandbox, c) => {
+    client = c;
   });
 
   test('a process with rules reaches only the listed paths; one without rules is unaffected', async () => {
@@ -91,13 +85,9 @@ describe('agent per-process Landlock', () => {
 describe('agent processes', () => {
   let sb: TestSandbox;
   let client: AgentClient;
-  before(async () => {
-    sb = await startTestSandbox();
-    client = await AgentClient.connect(sb.socketPath, sb.token);
-  });
-  after(async () => {
-    client?.close();
-    await sb?.destroy();
+  useConnectedSandbox((s, c) => {
+    sb = s;
+    client = c;
   });
 
   test('the agent is PID 1 and speaks the current protocol', () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createConnection, type Socket } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { AgentClient, type AgentExit } from '../../src/agent/client.js';
 import {
   encodeFrame,
@@ -14,7 +14,7 @@ import {
   HEADER_BYTES,
   PROTOCOL_VERSION,
 } from '../../src/agent/protocol.js';
-import { startTestSandbox, type TestSandbox } from './agent-harness.js';
+import { startTestSandbox, type TestSandbox, useConnectedSandbox } from './agent-harness.js';
 
 /** Write raw bytes on a fresh connection; resolves with what came back once the agent closes it. */
 function rawExchange(
@@ -78,13 +78,9 @@ async function runToEnd(client: AgentClient, argv: string[], env: Record<string,
 describe('agent defences', () => {
   let sb: TestSandbox;
   let client: AgentClient;
-  before(async () => {
-    sb = await startTestSandbox();
-    client = await AgentClient.connect(sb.socketPath, sb.token);
-  });
-  after(async () => {
-    client?.close();
-    await sb?.destroy();
+  useConnectedSandbox((s, c) => {
+    sb = s;
+    client = c;
   });
 
   test('a wrong token gets the connection dropped without an answer', async () => {
