@@ -156,6 +156,29 @@ type Admission =
       readonly error?: string;
     };
 
+/** The audit event for a refused admission (rules or ask: `denied`; no resolution: an errored request). */
+function refusalEvent(
+  admission: Extract<Admission, { ok: false }>,
+  protocol: EgressProtocol,
+  started: number,
+  status?: number,
+): Omit<EgressEvent, 'sandboxId'> {
+  const policy = admission.why === 'policy';
+  return {
+    type: policy ? 'denied' : protocol === 'http' ? 'request' : 'connection',
+    protocol,
+    destination: admission.destination,
+    ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
+    decision: policy ? 'deny' : 'error',
+    rule: admission.rule,
+    bytesUp: 0,
+    bytesDown: 0,
+    durationMs: Date.now() - started,
+    ...(status === undefined ? {} : { status }),
+    ...(admission.error ? { error: admission.error } : {}),
+  };
+}
+
 export async function startEgressProxy(options: EgressProxyOptions): Promise<EgressProxy> {
   const limits: EgressProxyLimits = { ...defaultEgressProxyLimits, ...options.limits };
   let rules = replaceRules(options.rules);
@@ -347,19 +370,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     if (!admission.ok) {
       const status = admission.why === 'policy' ? 403 : 502;
       sendText(res, status, denialBody(admission), denialHeaders(admission));
-      emit({
-        type: admission.why === 'policy' ? 'denied' : 'request',
-        protocol: 'http',
-        destination: admission.destination,
-        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
-        decision: admission.why === 'policy' ? 'deny' : 'error',
-        rule: admission.rule,
-        bytesUp: 0,
-        bytesDown: 0,
-        durationMs: Date.now() - started,
-        status,
-        ...(admission.error ? { error: admission.error } : {}),
-      });
+      emit(refusalEvent(admission, 'http', started, status));
       return;
     }
     const destination = `${displayHost(admission.decision.destination)}:${port}`;
@@ -468,25 +479,45 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     if (!admission.ok) {
       const status = admission.why === 'policy' ? 403 : 502;
       client.end(rawResponse(status, denialHeaders(admission), denialBody(admission)));
-      emit({
-        type: admission.why === 'policy' ? 'denied' : 'connection',
-        protocol: 'connect',
-        destination: admission.destination,
-        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
-        decision: admission.why === 'policy' ? 'deny' : 'error',
-        rule: admission.rule,
-        bytesUp: 0,
-        bytesDown: 0,
-        durationMs: Date.now() - started,
-        status,
-        ...(admission.error ? { error: admission.error } : {}),
-      });
+      emit(refusalEvent(admission, 'connect', started, status));
       return;
     }
     const port = Number(parsed?.port);
+    openTunnel(client, admission, port, head, started, {
+      protocol: 'connect',
+      established: () => 'HTTP/1.1 200 Connection Established\r\n\r\n',
+      failed: (code, destination) => {
+        const status = code === 'ETIMEDOUT' ? 504 : 502;
+        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
+        return {
+          status,
+          bytes: rawResponse(status, { 'X-Ironcage-Reason': headerSafe(reason) }, `${reason}\n`),
+        };
+      },
+      status: 200,
+    });
+  }
+
+  /**
+   * An admitted CONNECT or SOCKS5 tunnel: dial the vetted address, acknowledge, forward the bytes the client
+   * sent early, splice both ways, and audit the outcome (or the failure to connect).
+   */
+  function openTunnel(
+    client: net.Socket,
+    admission: Extract<Admission, { ok: true }>,
+    port: number,
+    early: Buffer,
+    started: number,
+    how: {
+      protocol: 'connect' | 'socks5';
+      established: () => string | Buffer;
+      failed: (code: string, destination: string) => { bytes: string | Buffer; status?: number };
+      status?: number;
+    },
+  ): void {
     const destination = `${displayHost(admission.decision.destination)}:${port}`;
     const base = {
-      protocol: 'connect' as const,
+      protocol: how.protocol,
       destination,
       resolvedIp: admission.dial,
       ...(admission.rule ? { rule: admission.rule } : {}),
@@ -495,24 +526,24 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       admission.dial,
       port,
       () => {
-        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-        if (head.length > 0) upstream.write(head);
+        client.write(how.established());
+        if (early.length > 0) upstream.write(early);
         splice(client, upstream, (bytesUp, bytesDown) =>
           emit({
             type: 'connection',
             ...base,
             decision: 'allow',
-            bytesUp: bytesUp + head.length,
+            bytesUp: bytesUp + early.length,
             bytesDown,
             durationMs: Date.now() - started,
-            status: 200,
+            ...(how.status === undefined ? {} : { status: how.status }),
           }),
         );
+        client.resume();
       },
       (code) => {
-        const status = code === 'ETIMEDOUT' ? 504 : 502;
-        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
-        client.end(rawResponse(status, { 'X-Ironcage-Reason': headerSafe(reason) }, `${reason}\n`));
+        const failure = how.failed(code, destination);
+        client.end(failure.bytes);
         emit({
           type: 'connection',
           ...base,
@@ -520,7 +551,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
           bytesUp: 0,
           bytesDown: 0,
           durationMs: Date.now() - started,
-          status,
+          ...(failure.status === undefined ? {} : { status: failure.status }),
           error: code,
         });
       },
@@ -592,66 +623,22 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       client.end(
         reply(admission.why === 'policy' ? SocksReply.notAllowedByRuleset : SocksReply.hostUnreachable),
       );
-      emit({
-        type: admission.why === 'policy' ? 'denied' : 'connection',
-        protocol: 'socks5',
-        destination: admission.destination,
-        ...(admission.resolvedIp ? { resolvedIp: admission.resolvedIp } : {}),
-        decision: admission.why === 'policy' ? 'deny' : 'error',
-        rule: admission.rule,
-        bytesUp: 0,
-        bytesDown: 0,
-        durationMs: Date.now() - started,
-        ...(admission.error ? { error: admission.error } : {}),
-      });
+      emit(refusalEvent(admission, 'socks5', started));
       return;
     }
-    const destination = `${displayHost(admission.decision.destination)}:${port}`;
-    const base = {
-      protocol: 'socks5' as const,
-      destination,
-      resolvedIp: admission.dial,
-      ...(admission.rule ? { rule: admission.rule } : {}),
-    };
-    const upstream = dial(
-      admission.dial,
-      port,
-      () => {
-        client.write(reply(SocksReply.succeeded));
-        if (early.length > 0) upstream.write(early);
-        splice(client, upstream, (bytesUp, bytesDown) =>
-          emit({
-            type: 'connection',
-            ...base,
-            decision: 'allow',
-            bytesUp: bytesUp + early.length,
-            bytesDown,
-            durationMs: Date.now() - started,
-          }),
-        );
-        client.resume();
-      },
-      (code) => {
-        client.end(
-          reply(
-            code === 'ECONNREFUSED'
-              ? SocksReply.connectionRefused
-              : code === 'ETIMEDOUT'
-                ? SocksReply.ttlExpired
-                : SocksReply.hostUnreachable,
-          ),
-        );
-        emit({
-          type: 'connection',
-          ...base,
-          decision: 'error',
-          bytesUp: 0,
-          bytesDown: 0,
-          durationMs: Date.now() - started,
-          error: code,
-        });
-      },
-    );
+    openTunnel(client, admission, port, early, started, {
+      protocol: 'socks5',
+      established: () => reply(SocksReply.succeeded),
+      failed: (code) => ({
+        bytes: reply(
+          code === 'ECONNREFUSED'
+            ? SocksReply.connectionRefused
+            : code === 'ETIMEDOUT'
+              ? SocksReply.ttlExpired
+              : SocksReply.hostUnreachable,
+        ),
+      }),
+    });
   }
 
   // --- the listener -------------------------------------------------------------------------------------
