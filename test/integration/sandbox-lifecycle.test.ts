@@ -204,11 +204,12 @@ describe('pause and resume', { skip: skipNoFreezer }, () => {
 });
 
 describe('TTL', () => {
-  test('expiry kills the sandbox; setTimeout extends it', async () => {
-    const short = await newSandbox({ timeoutMs: 150 });
-    const extended = await newSandbox({ timeoutMs: 150 });
-    extended.setTimeout(10_000);
+  test('expiry kills the sandbox; setTimeout extends it', { timeout: 30_000 }, async () => {
+    const short = await newSandbox({ timeoutMs: 300 });
+    // Listen at once: on a loaded machine the second create can take longer than the first one's TTL.
     const stopped = new Promise((resolve) => short.once('stopped', resolve));
+    const extended = await newSandbox({ timeoutMs: 2000 });
+    extended.setTimeout(10_000);
     assert.equal(await stopped, 'timeout');
     assert.equal(short.state, 'stopped');
     assert.equal(manager.get(short.id), undefined);
