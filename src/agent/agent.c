@@ -5,7 +5,7 @@
  * status pipe. It holds no privilege the command does not also have. Built with the system compiler at
  * setup (scripts/build-native.mjs); no third-party code.
  *
- *   ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] -- ARGV...
+ *   ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] [--relay PORT:PATH] -- ARGV...
  *   ironcage-agent probe        prints {"landlock_abi":N} (N < 0: Landlock unavailable) for `ironcage doctor`
  *   ironcage-agent serve --socket PATH --token-fd N [--orphan-timeout S] [--ready-fd N]
  *                               the warm-sandbox agent: PID 1 of the sandbox, serving the host over a Unix socket
@@ -24,6 +24,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/audit.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -75,7 +77,7 @@ static const struct {
 };
 
 static void usage_exit(const char *why) {
-  fprintf(stderr, "ironcage-agent: %s\nusage: ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] -- ARGV...\n"
+  fprintf(stderr, "ironcage-agent: %s\nusage: ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] [--relay PORT:SOCKETPATH] -- ARGV...\n"
                   "       ironcage-agent probe\n", why);
   exit(125);
 }
@@ -211,12 +213,139 @@ static void exec_command(char **argv, const struct rlimit_request *limits, int n
   _exit(err == ENOENT ? 127 : 126);
 }
 
+/* --relay PORT:PATH: the sandbox's network namespace has only loopback, so the one way out is the host's egress
+ * proxy on a Unix socket bound in. A child of the agent listens on 127.0.0.1:PORT and copies each TCP
+ * connection byte for byte to a fresh connection to that socket. One epoll loop, non-blocking descriptors,
+ * a fixed buffer per direction, half-close passed on. It is no part of the command: the agent waits only for
+ * the command, and the relay ends with the sandbox (kill(-1), its init's exit, or the agent's death). */
+#define RELAY_MAX_PAIRS 128
+#define RELAY_BUF (64u << 10)
+
+struct relay_pair {
+  int fd[2];              /* 0: the client inside, 1: the proxy's socket */
+  uint8_t *buf[2];        /* buf[d]: read from fd[d], not yet written to fd[1 - d] */
+  size_t len[2], off[2];
+  int eof[2], shut[2];    /* fd[d] gave EOF; fd[1 - d] was shut for writing after the rest was flushed */
+};
+
+static int relay_listen(const char *spec, char *path, size_t path_size) {
+  char *end;
+  long port = strtol(spec, &end, 10);
+  if (end == spec || *end != ':' || port < 1 || port > 65535 || strlen(end + 1) == 0 ||
+      strlen(end + 1) >= path_size)
+    usage_exit("--relay takes PORT:SOCKETPATH");
+  strcpy(path, end + 1);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 128) != 0) {
+    perror("ironcage-agent: relay listen");
+    exit(125);
+  }
+  return fd;
+}
+
+static void relay_close(int ep, struct relay_pair *p) {
+  for (int d = 0; d < 2; d++) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, p->fd[d], NULL);
+    close(p->fd[d]);
+    free(p->buf[d]);
+  }
+  memset(p, 0, sizeof *p);
+  p->fd[0] = p->fd[1] = -1;
+}
+
+/* Move what can move now in both directions; 0 when the pair is finished or broken. */
+static int relay_pump(int ep, struct relay_pair *p) {
+  for (int progress = 1; progress;) {
+    progress = 0;
+    for (int d = 0; d < 2; d++) {
+      if (!p->eof[d] && p->len[d] < RELAY_BUF) {
+        ssize_t n = recv(p->fd[d], p->buf[d] + p->len[d], RELAY_BUF - p->len[d], 0);
+        if (n > 0) p->len[d] += (size_t)n, progress = 1;
+        else if (n == 0) p->eof[d] = 1, progress = 1;
+        else if (errno != EAGAIN && errno != EINTR) return 0;
+      }
+      if (p->off[d] < p->len[d]) {
+        ssize_t n = send(p->fd[1 - d], p->buf[d] + p->off[d], p->len[d] - p->off[d], MSG_NOSIGNAL);
+        if (n > 0) p->off[d] += (size_t)n, progress = 1;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR) return 0;
+        if (p->off[d] == p->len[d]) p->off[d] = p->len[d] = 0;
+      }
+      if (p->eof[d] && p->len[d] == 0 && !p->shut[d]) {
+        shutdown(p->fd[1 - d], SHUT_WR);
+        p->shut[d] = 1;
+      }
+    }
+  }
+  if (p->shut[0] && p->shut[1]) return 0;
+  for (int d = 0; d < 2; d++) {
+    struct epoll_event ev = {.events = 0, .data.ptr = p};
+    if (!p->eof[d] && p->len[d] < RELAY_BUF) ev.events |= EPOLLIN;
+    if (p->len[1 - d] > p->off[1 - d]) ev.events |= EPOLLOUT;
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, p->fd[d], &ev) != 0) return 0;
+  }
+  return 1;
+}
+
+static void relay_accept(int ep, int lfd, const char *path, struct relay_pair *pairs) {
+  for (;;) {
+    int client = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (client < 0) return;
+    struct relay_pair *p = NULL;
+    for (int i = 0; i < RELAY_MAX_PAIRS && p == NULL; i++)
+      if (pairs[i].fd[0] < 0) p = &pairs[i];
+    /* The proxy is local: a blocking connect returns at once, then the socket turns non-blocking. */
+    int up = p == NULL ? -1 : socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+    if (up < 0 || connect(up, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        fcntl(up, F_SETFL, O_NONBLOCK) != 0) {
+      if (up >= 0) close(up);
+      close(client); /* too many connections, or the proxy is gone: the client sees a reset */
+      continue;
+    }
+    p->fd[0] = client;
+    p->fd[1] = up;
+    p->buf[0] = malloc(RELAY_BUF);
+    p->buf[1] = malloc(RELAY_BUF);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
+    if (p->buf[0] == NULL || p->buf[1] == NULL || epoll_ctl(ep, EPOLL_CTL_ADD, client, &ev) != 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, up, &ev) != 0)
+      relay_close(ep, p);
+  }
+}
+
+static void relay_run(int lfd, const char *path) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (getppid() == 1) _exit(0); /* the agent is already gone */
+  static struct relay_pair pairs[RELAY_MAX_PAIRS];
+  for (int i = 0; i < RELAY_MAX_PAIRS; i++) pairs[i].fd[0] = pairs[i].fd[1] = -1;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) != 0) _exit(125);
+  for (;;) {
+    struct epoll_event evs[32];
+    int n = epoll_wait(ep, evs, 32, -1);
+    if (n < 0 && errno != EINTR) _exit(125);
+    for (int i = 0; i < n; i++) {
+      struct relay_pair *p = evs[i].data.ptr;
+      if (p == NULL) relay_accept(ep, lfd, path, pairs);
+      else if (p->fd[0] >= 0 && !relay_pump(ep, p)) relay_close(ep, p);
+    }
+  }
+}
+
 static int run_exec(int argc, char **argv) {
   struct rlimit_request limits[MAX_RLIMITS];
   int n_limits = 0;
   int status_fd = -1;
   struct sock_fprog filter;
   int have_filter = 0;
+  int relay_fd = -1;
+  char relay_path[sizeof ((struct sockaddr_un *)0)->sun_path];
   int i = 0;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
@@ -233,6 +362,8 @@ static int run_exec(int argc, char **argv) {
       if (fd < 3 || fcntl(fd, F_GETFD) < 0) usage_exit("--seccomp-fd is not an open descriptor");
       filter = read_filter(fd);
       have_filter = 1;
+    } else if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc && relay_fd < 0) {
+      relay_fd = relay_listen(argv[++i], relay_path, sizeof relay_path);
     } else {
       usage_exit("unknown option");
     }
@@ -261,6 +392,21 @@ static int run_exec(int argc, char **argv) {
   if (sig_fd < 0) {
     perror("ironcage-agent: signalfd");
     return 125;
+  }
+
+  /* The relay listens before the command starts, so its first connect cannot race the relay's start. */
+  if (relay_fd >= 0) {
+    pid_t relay = fork();
+    if (relay < 0) {
+      perror("ironcage-agent: fork");
+      return 125;
+    }
+    if (relay == 0) {
+      close(sig_fd);
+      if (status_fd >= 0) close(status_fd);
+      relay_run(relay_fd, relay_path);
+    }
+    close(relay_fd);
   }
 
   int error_pipe[2];

