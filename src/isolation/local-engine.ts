@@ -39,7 +39,7 @@ import {
   planBwrapArgs,
   planEtcFiles,
 } from './mounts.js';
-import { reapOrphanedOneShotRuns } from './orphans.js';
+import { reapOrphanedOneShotRuns, sweepStaleEgressDirs } from './orphans.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
 import { planRlimits } from './rlimits.js';
 import { signalName } from './signals.js';
@@ -148,8 +148,11 @@ export class LocalEngine implements Engine {
     const { policy } = request;
     if (!this.#reaped) {
       this.#reaped = true;
-      // Leftovers of an ironcage killed mid-setup (see orphans.ts); scanned while bwrap sets this run up.
-      setImmediate(reapOrphanedOneShotRuns);
+      // Leftovers of an ironcage killed mid-run (see orphans.ts); scanned while bwrap sets this run up.
+      setImmediate(() => {
+        reapOrphanedOneShotRuns();
+        sweepStaleEgressDirs();
+      });
     }
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
     if (this.#hostId !== null) refuseUnwritableBinds(policy, this.#hostId);

@@ -3,9 +3,12 @@
  * has cloned the sandbox; a CLI killed with SIGKILL just before that leaves bwrap re-parented to init, where
  * (if its sandbox child died early, e.g. on a half-written seccomp program) it waits forever on an eventfd.
  * A one-shot bwrap always has ironcage as its parent, so one whose parent is init is a leftover by definition.
- * Warm sandboxes (`agent serve`) legitimately outlive their manager and are never touched here.
+ * Warm sandboxes (`agent serve`) legitimately outlive their manager and are never touched here. The same goes
+ * for the egress proxy directory such a run leaves in the temp dir.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const ONE_SHOT_MARKER = '\0/.ironcage/agent\0exec\0';
 
@@ -40,4 +43,35 @@ export function reapOrphanedOneShotRuns(): number {
     }
   }
   return reaped;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, another user's
+  }
+}
+
+/**
+ * Removes egress proxy directories (`ironcage-egress-<owner pid>-*` in the temp dir) whose owner is dead: what a
+ * run killed with SIGKILL leaves behind. Only this user's; a live (or reused) owner pid keeps its directory.
+ */
+export function sweepStaleEgressDirs(dir = tmpdir()): number {
+  let removed = 0;
+  const uid = process.getuid?.();
+  for (const name of readdirSync(dir)) {
+    const owner = /^ironcage-egress-(\d+)-/.exec(name)?.[1];
+    if (owner === undefined || isAlive(Number(owner))) continue;
+    const path = join(dir, name);
+    try {
+      if (uid !== undefined && statSync(path).uid !== uid) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // gone meanwhile, or not ours
+    }
+  }
+  return removed;
 }

@@ -1,9 +1,15 @@
 /** Orphaned one-shot bwrap processes (their ironcage killed mid-setup) are found and reaped; warm ones are not. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { orphanedOneShotRuns, reapOrphanedOneShotRuns } from '../../src/isolation/orphans.js';
+import {
+  orphanedOneShotRuns,
+  reapOrphanedOneShotRuns,
+  sweepStaleEgressDirs,
+} from '../../src/isolation/orphans.js';
 import { BWRAP_PROBE_ARGS } from '../../src/isolation/preflight/bwrap.js';
 
 /** Starts bwrap through a shell that exits at once, so bwrap is re-parented; returns its pid. */
@@ -64,4 +70,22 @@ test('an orphaned one-shot bwrap is reaped; an orphaned warm sandbox is left alo
   for (let i = 0; i < 50 && alive(oneShot); i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(alive(oneShot), false, 'the orphan is gone');
   assert.equal(alive(warm), true, 'the warm one still runs');
+});
+
+test('egress directories of dead owners are swept; a live owner keeps its directory', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ironcage-orphans-test-'));
+  try {
+    const dead = spawn('/bin/true');
+    await new Promise((r) => dead.on('close', r));
+    const stale = join(dir, `ironcage-egress-${dead.pid}-abc`);
+    const live = join(dir, `ironcage-egress-${process.pid}-def`);
+    const unrelated = join(dir, 'ironcage-egressive-1-x');
+    for (const d of [stale, live, unrelated]) mkdirSync(d);
+    assert.equal(sweepStaleEgressDirs(dir), 1);
+    assert.equal(existsSync(stale), false);
+    assert.equal(existsSync(live), true);
+    assert.equal(existsSync(unrelated), true);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
