@@ -1,5 +1,6 @@
 /** Shared by the benchmarks: percentiles, a Markdown table printer, and host memory readings. */
 import { readdirSync, readFileSync } from 'node:fs';
+import { readProcStat } from '../src/isolation/pids.js';
 
 export function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -34,12 +35,8 @@ export function descendants(root: number): number[] {
   const children = new Map<number, number[]>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    try {
-      const ppid = Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-    } catch {
-      // gone
-    }
+    const stat = readProcStat(Number(name));
+    if (stat !== null) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), Number(name)]);
   }
   const out: number[] = [];
   const walk = (p: number) => {

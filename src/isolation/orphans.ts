@@ -9,6 +9,7 @@
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isAlive, readProcStat } from './pids.js';
 
 const ONE_SHOT_MARKER = '\0/.ironcage/agent\0exec\0';
 
@@ -17,12 +18,9 @@ export function orphanedOneShotRuns(): number[] {
   const found: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
+    const stat = readProcStat(Number(name));
+    if (stat?.comm !== 'bwrap' || stat.ppid !== 1) continue;
     try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const close = stat.lastIndexOf(')');
-      const comm = stat.slice(stat.indexOf('(') + 1, close);
-      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
-      if (comm !== 'bwrap' || ppid !== 1) continue;
       if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(ONE_SHOT_MARKER)) found.push(Number(name));
     } catch {
       // gone meanwhile, or not ours to read
@@ -43,15 +41,6 @@ export function reapOrphanedOneShotRuns(): number {
     }
   }
   return reaped;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, another user's
-  }
 }
 
 /**

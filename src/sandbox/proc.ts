@@ -2,7 +2,7 @@
  * Process identity that survives our own restart: a pid plus the kernel's start time of that process
  * (/proc/PID/stat field 22), so a pid reused by an unrelated process is never mistaken for a sandbox's.
  */
-import { readFileSync } from 'node:fs';
+import { readProcStat } from '../isolation/pids.js';
 
 export interface ProcessIdentity {
   pid: number;
@@ -10,31 +10,11 @@ export interface ProcessIdentity {
   startTime: number;
 }
 
-/** Parses the start time out of /proc/PID/stat text (the command name may contain spaces and parentheses). */
-export function parseStatStartTime(stat: string): number | null {
-  const close = stat.lastIndexOf(')');
-  if (close < 0) return null;
-  // After "pid (comm) " come fields 3.. ; starttime is field 22, i.e. index 19 of the rest.
-  const value = stat
-    .slice(close + 2)
-    .split(' ')
-    .at(19);
-  const n = Number(value);
-  return value !== undefined && Number.isSafeInteger(n) ? n : null;
-}
-
 /** The identity of a live process, or null when it does not exist (or is a zombie: it will not answer). */
 export function processIdentity(pid: number): ProcessIdentity | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  if (state === 'Z' || state === 'X') return null;
-  const startTime = parseStatStartTime(stat);
-  return startTime === null ? null : { pid, startTime };
+  const stat = readProcStat(pid);
+  if (stat === null || stat.state === 'Z' || stat.state === 'X') return null;
+  return { pid, startTime: stat.startTime };
 }
 
 /** True when the process recorded as `who` is still the same live process. */

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { HostEntry, HostView } from '../../src/isolation/mounts.js';
 import { MountPlanError } from '../../src/isolation/mounts.js';
+import { parseProcStat } from '../../src/isolation/pids.js';
 import { planWarmBwrapArgs, WARM_RUN_DIR, warmAgentCommand } from '../../src/isolation/warm.js';
 import { resolvePolicy } from '../../src/policy/merge.js';
 import { sandboxMetaSchema } from '../../src/sandbox/meta.js';
-import { parseStatStartTime } from '../../src/sandbox/proc.js';
 
 /** A fake host view (in-memory map): the planner is pure, the real host is exercised by integration tests. */
 function fakeHost(entries: Record<string, HostEntry>): HostView {
@@ -88,15 +88,21 @@ describe('planWarmBwrapArgs', () => {
   });
 });
 
-describe('parseStatStartTime', () => {
+describe('parseProcStat', () => {
   test('reads field 22 even when the command name has spaces and parentheses', () => {
     const rest = Array.from({ length: 30 }, (_, i) => String(i + 3));
-    assert.equal(parseStatStartTime(`123 (a b) c) ${rest.join(' ')}`), 22);
-    assert.equal(parseStatStartTime(`1 (sh) ${rest.join(' ')}`), 22);
+    assert.equal(parseProcStat(`123 (a b) c) ${rest.join(' ')}`)?.startTime, 22);
+    assert.equal(parseProcStat(`1 (sh) ${rest.join(' ')}`)?.startTime, 22);
+    assert.deepEqual(parseProcStat(`123 (a b) c) ${rest.join(' ')}`), {
+      comm: 'a b) c',
+      state: '3',
+      ppid: 4,
+      startTime: 22,
+    });
   });
   test('rejects malformed text', () => {
-    assert.equal(parseStatStartTime('garbage'), null);
-    assert.equal(parseStatStartTime('1 (sh) S 1'), null);
+    assert.equal(parseProcStat('garbage'), null);
+    assert.equal(parseProcStat('1 (sh) S 1'), null);
   });
 });
 

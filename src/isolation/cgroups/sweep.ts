@@ -9,6 +9,7 @@
  */
 import type { Dirent } from 'node:fs';
 import { readdirSync } from 'node:fs';
+import { isAlive } from '../pids.js';
 import type { CgroupHost } from './detect.js';
 import { CgroupError, errnoOf } from './errors.js';
 import { openSandboxCgroup, parseSandboxCgroupName, sandboxParents } from './sandbox-cgroup.js';
@@ -18,16 +19,6 @@ export interface SweepResult {
   removed: string[];
   /** Stale sandboxes (or an unreadable `ironcage/` directory) that could not be cleaned, with why. */
   failed: { name: string; error: CgroupError }[];
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else, which is still alive.
-    return errnoOf(err) !== 'ESRCH';
-  }
 }
 
 function listDirs(parent: string, result: SweepResult): Dirent[] {
