@@ -23,6 +23,7 @@ import { startEgressProxy } from '../egress/proxy.js';
 import type { NetworkPolicy, SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
+import { type BwrapStdio, feedSetupData, watchInfo } from './bwrap-io.js';
 import {
   type CgroupHost,
   createSandboxCgroup,
@@ -31,14 +32,7 @@ import {
   sweepStaleCgroups,
 } from './cgroups.js';
 import { realHostView } from './host-view.js';
-import {
-  AGENT_PATH,
-  EGRESS_SOCKET_PATH,
-  MountPlanError,
-  type PlanContext,
-  planBwrapArgs,
-  planEtcFiles,
-} from './mounts.js';
+import { AGENT_PATH, EGRESS_SOCKET_PATH, MountPlanError, type PlanContext, planBwrapArgs } from './mounts.js';
 import { reapOrphanedOneShotRuns, sweepStaleEgressDirs } from './orphans.js';
 import { AGENT_BUILD_PATH, packageFile, seccompBuildPath } from './package-files.js';
 import { planRlimits } from './rlimits.js';
@@ -342,14 +336,10 @@ export class LocalEngine implements Engine {
       child.stdout?.on('data', (c: Buffer) => output('stdout', c));
       child.stderr?.on('data', (c: Buffer) => output('stderr', c));
 
-      const stdio = child.stdio as unknown as (NodeJS.WritableStream & NodeJS.ReadableStream)[];
-      const etc = planEtcFiles(policy);
-      stdio[FD.seccomp]?.end(filters.sandbox);
+      const stdio = child.stdio as unknown as BwrapStdio;
+      feedSetupData(stdio, FD, filters.sandbox, policy);
       if (filters.command === null) stdio[FD.commandSeccomp]?.end();
       else stdio[FD.commandSeccomp]?.end(filters.command);
-      stdio[FD.passwd]?.end(etc.passwd);
-      stdio[FD.group]?.end(etc.group);
-      stdio[FD.hosts]?.end(etc.hosts);
       stdio[FD.status]?.on('data', (c: Buffer) => {
         statusText += c.toString('utf8');
       });
@@ -438,18 +428,6 @@ async function startRunEgress(
     removeDir();
     throw new SandboxSetupError(`cannot start the egress proxy: ${(err as Error).message}`);
   }
-}
-
-/** Calls back once with the sandbox's init pid from bwrap's --info-fd JSON, or null if bwrap wrote none. */
-function watchInfo(stream: NodeJS.ReadableStream | undefined, onPid: (pid: number | null) => void): void {
-  let info = '';
-  stream?.on('data', (c: Buffer) => {
-    info += c.toString('utf8');
-  });
-  stream?.on('end', () => {
-    const match = /"child-pid"\s*:\s*(\d+)/.exec(info);
-    onPid(match === null ? null : Number(match[1]));
-  });
 }
 
 function classify(

@@ -11,17 +11,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { SandboxPolicy } from '../policy/schema.js';
+import { type BwrapStdio, feedSetupData, watchInfo } from './bwrap-io.js';
 import { type CgroupHost, createSandboxCgroup, type SandboxCgroup } from './cgroups.js';
 import { realHostView } from './host-view.js';
 import { refuseUnwritableBinds } from './local-engine.js';
-import {
-  AGENT_PATH,
-  isWithin,
-  MountPlanError,
-  type PlanContext,
-  planBwrapArgs,
-  planEtcFiles,
-} from './mounts.js';
+import { AGENT_PATH, isWithin, MountPlanError, type PlanContext, planBwrapArgs } from './mounts.js';
 
 /** Where the sandbox's agent socket directory appears inside. */
 export const WARM_RUN_DIR = '/.ironcage/run';
@@ -184,8 +178,7 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
     closeSync(logFd);
     if (typeof agentFd === 'number') closeSync(agentFd);
   }
-  const stdio = child.stdio as unknown as (NodeJS.WritableStream &
-    NodeJS.ReadableStream & { destroy(): void })[];
+  const stdio = child.stdio as unknown as (BwrapStdio[number] & { destroy(): void })[];
   for (const s of stdio.slice(3)) s?.on('error', () => {});
   const readyStream = stdio[FD.ready];
   const ready = new Promise<void>((resolveReady, rejectReady) => {
@@ -227,20 +220,10 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
         return;
       }
     }
-    const etc = planEtcFiles(policy);
-    stdio[FD.seccomp]?.end(req.seccomp);
-    stdio[FD.passwd]?.end(etc.passwd);
-    stdio[FD.group]?.end(etc.group);
-    stdio[FD.hosts]?.end(etc.hosts);
+    feedSetupData(stdio, FD, req.seccomp, policy);
     stdio[FD.token]?.end(req.token);
-    let info = '';
-    stdio[FD.info]?.on('data', (c: Buffer) => {
-      info += c.toString('utf8');
-    });
-    stdio[FD.info]?.on('end', () => {
-      const match = /"child-pid"\s*:\s*(\d+)/.exec(info);
-      if (match === null) return; // bwrap failed before creating the sandbox; its exit reports why
-      const initPid = Number(match[1]);
+    watchInfo(stdio[FD.info], (initPid) => {
+      if (initPid === null) return; // bwrap failed before creating the sandbox; its exit reports why
       try {
         cgroup?.place(initPid);
       } catch (err) {
