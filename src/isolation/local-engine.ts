@@ -75,7 +75,7 @@ export interface LocalEngineOptions {
 /** Where the agent comes from: its build path, or a descriptor when bwrap runs as another host uid. */
 const AGENT_FD = 11;
 
-export function defaultAgentPath(): string {
+function defaultAgentPath(): string {
   const path = packageFile(AGENT_BUILD_PATH);
   if (path !== null) return path;
   throw new SandboxSetupError(
@@ -84,7 +84,7 @@ export function defaultAgentPath(): string {
 }
 
 /** An absolute path for bwrap, so it can be started with an empty environment. */
-export function resolveExecutable(name: string): string {
+function resolveExecutable(name: string): string {
   if (name.includes('/')) return name;
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
     const candidate = join(dir || '.', name);
@@ -96,6 +96,28 @@ export function resolveExecutable(name: string): string {
     }
   }
   return name; // spawn fails with ENOENT, and preflight explains
+}
+
+/** What LocalEngineOptions resolve to on this host (the warm-sandbox manager resolves them the same way). */
+export interface EngineHost {
+  bwrapPath: string;
+  agentPath: string;
+  /** Set when running as root: the unprivileged identity bwrap drops to. */
+  hostId: { uid: number; gid: number } | null;
+}
+
+export function resolveEngineHost(options: LocalEngineOptions): EngineHost {
+  return {
+    bwrapPath: resolveExecutable(options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap'),
+    agentPath: options.agentPath ?? defaultAgentPath(),
+    hostId: process.getuid?.() === 0 ? (options.sandboxHostId ?? { uid: 65534, gid: 65534 }) : null,
+  };
+}
+
+/** The cgroup hierarchy this process can use, or null when limits fall back to rlimits. */
+export function usableCgroups(): CgroupHost | null {
+  const detected = detectCgroups();
+  return detected.mode === 'none' ? null : detected;
 }
 
 /** The BPF program of a profile for this host: precompiled by the build, else compiled now. */
@@ -119,18 +141,16 @@ export class LocalEngine implements Engine {
   #reaped = false;
 
   constructor(options: LocalEngineOptions = {}) {
-    this.#bwrap = resolveExecutable(options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap');
-    this.#agentPath = options.agentPath ?? defaultAgentPath();
+    const host = resolveEngineHost(options);
+    this.#bwrap = host.bwrapPath;
+    this.#agentPath = host.agentPath;
+    this.#hostId = host.hostId;
     this.#cgroups = options.cgroups;
-    this.#hostId = process.getuid?.() === 0 ? (options.sandboxHostId ?? { uid: 65534, gid: 65534 }) : null;
   }
 
   /** The cgroup hierarchy runs use, detected once per engine. */
   cgroupHost(): CgroupHost | null {
-    if (this.#cgroups === undefined) {
-      const detected = detectCgroups();
-      this.#cgroups = detected.mode === 'none' ? null : detected;
-    }
+    if (this.#cgroups === undefined) this.#cgroups = usableCgroups();
     if (this.#cgroups !== null && !this.#swept) {
       this.#swept = true;
       void sweepStaleCgroups(this.#cgroups);

@@ -22,16 +22,16 @@ import { dirname, posix, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import {
   type CgroupHost,
-  detectCgroups,
   openSandboxCgroup,
   type SandboxCgroup,
   sweepStaleCgroups,
 } from '../isolation/cgroups.js';
 import {
-  defaultAgentPath,
+  type EngineHost,
   type LocalEngineOptions,
-  resolveExecutable,
+  resolveEngineHost,
   seccompProgram,
+  usableCgroups,
 } from '../isolation/local-engine.js';
 import { launchWarmSandbox } from '../isolation/warm.js';
 import { resolvePolicy } from '../policy/merge.js';
@@ -93,10 +93,7 @@ export interface StartReport {
 
 const DEFAULT_TTL_MS = 5 * 60_000;
 
-interface Engine {
-  bwrapPath: string;
-  agentPath: string;
-  hostId: { uid: number; gid: number } | null;
+interface Engine extends EngineHost {
   cgroups: CgroupHost | null;
 }
 
@@ -123,20 +120,9 @@ export class SandboxManager {
   async start(): Promise<StartReport> {
     if (this.#state !== 'new') throw new SandboxManagerError('MANAGER_CLOSED', 'start() may be called once');
     const options = this.#options.engineOptions ?? {};
-    const hostId = process.getuid?.() === 0 ? (options.sandboxHostId ?? { uid: 65534, gid: 65534 }) : null;
-    let cgroups: CgroupHost | null;
-    if (options.cgroups !== undefined) cgroups = options.cgroups;
-    else {
-      const detected = detectCgroups();
-      cgroups = detected.mode === 'none' ? null : detected;
-    }
-    this.#engine = {
-      bwrapPath: resolveExecutable(options.bwrapPath ?? process.env.IRONCAGE_BWRAP ?? 'bwrap'),
-      agentPath: options.agentPath ?? defaultAgentPath(),
-      hostId,
-      cgroups,
-    };
-    this.#prepareStateDir(hostId);
+    const host = resolveEngineHost(options);
+    this.#engine = { ...host, cgroups: options.cgroups !== undefined ? options.cgroups : usableCgroups() };
+    this.#prepareStateDir(host.hostId);
     this.#takeLock();
     this.#state = 'started';
     return this.#recover();

@@ -3,13 +3,13 @@
  * the slowest part is the two probe sandboxes (a few ms each).
  */
 import { spawn } from 'node:child_process';
-import { constants, existsSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { machine, release } from 'node:os';
-import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import type { CgroupHost } from '../cgroups/detect.js';
+import { AGENT_BUILD_PATH, packageFile } from '../package-files.js';
 import { allowAllFilter, probeArgs, SECCOMP_PROBE_FD } from './bwrap.js';
 import { succeeded } from './outcome.js';
 import { HARDENING_SYSCTLS } from './sysctls.js';
@@ -108,16 +108,6 @@ export async function resolveExecutable(
   return { error: `not found in PATH=${pathVar ?? ''}` };
 }
 
-/** dist/src/isolation/preflight → package root is four levels up (three when run from src with a loader). */
-export function defaultAgentPath(): string | null {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../../..', '../../..']) {
-    const candidate = join(here, up, 'native/build/ironcage-agent');
-    if (existsSync(candidate)) return candidate;
-  }
-  return null;
-}
-
 async function gatherBwrap(options: GatherOptions, env: NodeJS.ProcessEnv, timeoutMs: number) {
   const fromEnv = env.IRONCAGE_BWRAP;
   const source: HostSnapshot['bwrap']['source'] =
@@ -155,7 +145,7 @@ async function gatherSysctls(): Promise<Record<string, string | null>> {
 }
 
 async function gatherAgent(options: GatherOptions, timeoutMs: number): Promise<HostSnapshot['agent']> {
-  const path = options.agentPath === undefined ? defaultAgentPath() : options.agentPath;
+  const path = options.agentPath === undefined ? packageFile(AGENT_BUILD_PATH) : options.agentPath;
   if (path === null) return { path: null };
   const problem = await isExecutableFile(path);
   if (problem !== null) {
