@@ -7,7 +7,7 @@
  *
  *   ironcage-agent exec [--rlimit NAME=SOFT:HARD]... [--status-fd N] [--seccomp-fd N] [--relay PORT:PATH] -- ARGV...
  *   ironcage-agent probe        prints {"landlock_abi":N} (N < 0: Landlock unavailable) for `ironcage doctor`
- *   ironcage-agent serve --socket PATH --token-fd N [--orphan-timeout S] [--ready-fd N]
+ *   ironcage-agent serve --socket PATH --token-fd N [--orphan-timeout S] [--ready-fd N] [--relay PORT:PATH]
  *                               the warm-sandbox agent: PID 1 of the sandbox, serving the host over a Unix socket
  *                               (protocol: docs/agent-protocol.md; host side: src/agent/client.ts)
  *
@@ -318,9 +318,9 @@ static void relay_accept(int ep, int lfd, const char *path, struct relay_pair *p
   }
 }
 
-static void relay_run(int lfd, const char *path) {
+static void relay_run(int lfd, const char *path, pid_t agent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  if (getppid() == 1) _exit(0); /* the agent is already gone */
+  if (getppid() != agent) _exit(0); /* the agent is already gone */
   static struct relay_pair pairs[RELAY_MAX_PAIRS];
   for (int i = 0; i < RELAY_MAX_PAIRS; i++) pairs[i].fd[0] = pairs[i].fd[1] = -1;
   int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -396,6 +396,7 @@ static int run_exec(int argc, char **argv) {
 
   /* The relay listens before the command starts, so its first connect cannot race the relay's start. */
   if (relay_fd >= 0) {
+    pid_t agent = getpid();
     pid_t relay = fork();
     if (relay < 0) {
       perror("ironcage-agent: fork");
@@ -404,7 +405,7 @@ static int run_exec(int argc, char **argv) {
     if (relay == 0) {
       close(sig_fd);
       if (status_fd >= 0) close(status_fd);
-      relay_run(relay_fd, relay_path);
+      relay_run(relay_fd, relay_path, agent);
     }
     close(relay_fd);
   }
@@ -2267,7 +2268,7 @@ static void on_accept(void) {
 
 static void serve_usage(const char *why) {
   fprintf(stderr, "ironcage-agent serve: %s\nusage: ironcage-agent serve --socket PATH --token-fd N "
-                  "[--orphan-timeout SECONDS] [--ready-fd N]\n", why);
+                  "[--orphan-timeout SECONDS] [--ready-fd N] [--relay PORT:SOCKETPATH]\n", why);
   exit(125);
 }
 
@@ -2281,6 +2282,7 @@ static int parse_fd_arg(const char *text) {
 static int run_serve(int argc, char **argv) {
   int token_fd = -1, ready_fd = -1;
   long orphan_s = 30;
+  const char *relay_spec = NULL;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
       S.socket_path = argv[++i];
@@ -2292,6 +2294,8 @@ static int run_serve(int argc, char **argv) {
       char *end = NULL;
       orphan_s = strtol(argv[++i], &end, 10);
       if (*end != '\0' || end == argv[i] || orphan_s < 0 || orphan_s > 7 * 86400) serve_usage("bad --orphan-timeout");
+    } else if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc && relay_spec == NULL) {
+      relay_spec = argv[++i];
     } else {
       serve_usage("unknown option");
     }
@@ -2301,6 +2305,22 @@ static int run_serve(int argc, char **argv) {
   if (strlen(S.socket_path) >= sizeof addr.sun_path) serve_usage("socket path too long");
   /* kill(-1) on the way out must only ever mean "this sandbox": refuse to run outside a PID namespace. */
   if (getpid() != 1) serve_usage("serve must run as PID 1 of the sandbox's PID namespace (bwrap --as-pid-1)");
+
+  /* The relay is forked before the token is read and before the host socket exists, so its memory never holds
+   * the token and it has no descriptor of the host side. It listens before `ready`, so no command can race it.
+   * It is an unknown child to reap() (ignored there) and dies with us (PDEATHSIG, and kill(-1) on the way out). */
+  if (relay_spec != NULL) {
+    char relay_path[sizeof addr.sun_path];
+    int relay_fd = relay_listen(relay_spec, relay_path, sizeof relay_path);
+    pid_t relay = fork();
+    if (relay < 0) serve_usage("cannot fork the egress relay");
+    if (relay == 0) {
+      close(token_fd);
+      if (ready_fd >= 0) close(ready_fd);
+      relay_run(relay_fd, relay_path, 1);
+    }
+    close(relay_fd);
+  }
 
   ssize_t got = 0, n;
   uint8_t extra;

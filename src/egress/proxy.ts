@@ -11,6 +11,20 @@ import { promises as dns } from 'node:dns';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import type { SecretSession } from '../vault/index.js';
+import { EgressBudget } from './budget.js';
+import type { Destination } from './destination.js';
+import {
+  displayHost,
+  type EgressEvent,
+  type EgressProtocol,
+  errorCode,
+  type ForwardContext,
+  forwardRequest,
+  headerSafe,
+  sendText,
+} from './forward.js';
+import { createInterceptor, type Interceptor } from './intercept.js';
 import {
   decide,
   type EgressDecision,
@@ -18,7 +32,9 @@ import {
   type EgressRulesInput,
   mergeRules,
   replaceRules,
+  ruleNamesDestination,
 } from './rules.js';
+import { checkFirstFlight } from './sni-check.js';
 import {
   MAX_GREETING_BYTES,
   MAX_REQUEST_BYTES,
@@ -33,6 +49,9 @@ import {
   SocksReply,
   type SocksReplyCode,
 } from './socks5.js';
+import type { CertificateAuthority } from './tls/ca.js';
+
+export type { EgressEvent, EgressProtocol };
 
 export interface EgressProxyLimits {
   /** Largest request head (request line + headers) accepted; larger gets 431 and the connection is closed. */
@@ -43,8 +62,14 @@ export interface EgressProxyLimits {
   readonly idleTimeoutMs: number;
   /** Time a new client has to send its request head or SOCKS handshake. */
   readonly handshakeTimeoutMs: number;
-  /** Client connections open at once on this proxy; further ones are closed on accept. */
+  /** Client connections open at once on this proxy; further ones are refused (HTTP 429, SOCKS 0x01). */
   readonly maxConnections: number;
+  /** Largest request body through a readable request (plain http, intercepted https); larger gets 413. */
+  readonly maxBodyBytes: number;
+  /** Requests and tunnels per second (bursts to twice that); further ones get 429 / SOCKS 0x02. */
+  readonly requestsPerSecond: number;
+  /** Bytes both ways over the proxy's life; then connections are cut and new ones refused. */
+  readonly maxTotalBytes: number;
 }
 
 export const defaultEgressProxyLimits: EgressProxyLimits = {
@@ -53,6 +78,9 @@ export const defaultEgressProxyLimits: EgressProxyLimits = {
   idleTimeoutMs: 120_000,
   handshakeTimeoutMs: 10_000,
   maxConnections: 256,
+  maxBodyBytes: 1024 ** 3,
+  requestsPerSecond: Number.POSITIVE_INFINITY,
+  maxTotalBytes: Number.POSITIVE_INFINITY,
 };
 
 /** What the `ask` hook is shown for an undecided destination. */
@@ -64,31 +92,6 @@ export interface EgressAskRequest {
   /** The vetted addresses that would be dialled. */
   readonly resolved: readonly string[];
   readonly reason: string;
-}
-
-export type EgressProtocol = 'http' | 'connect' | 'socks5';
-
-export interface EgressEvent {
-  /** `request`: one forwarded HTTP request; `connection`: one tunnel; `denied`: refused by policy. */
-  readonly type: 'connection' | 'request' | 'denied';
-  readonly sandboxId?: string;
-  readonly protocol: EgressProtocol;
-  /** Canonical `host:port` when it could be parsed, else the text the client sent. */
-  readonly destination: string;
-  /** The address dialled (or that would have been dialled); absent when nothing was resolved. */
-  readonly resolvedIp?: string;
-  /** `error`: allowed by policy, but resolving or connecting failed (see `error`). */
-  readonly decision: 'allow' | 'deny' | 'error';
-  /** The rule that decided, as in `EgressDecision.rule` (plus `ask:approved` / `ask:refused`). */
-  readonly rule?: string;
-  /** Body bytes from the sandbox (HTTP) or all tunnel bytes sandbox → destination. */
-  readonly bytesUp: number;
-  readonly bytesDown: number;
-  readonly durationMs: number;
-  /** HTTP status returned to the sandbox (HTTP and CONNECT). */
-  readonly status?: number;
-  /** An error code such as `ENOTFOUND`, `ECONNREFUSED`, `ETIMEDOUT`. */
-  readonly error?: string;
 }
 
 export interface EgressProxyOptions {
@@ -103,6 +106,14 @@ export interface EgressProxyOptions {
   readonly ask?: (request: EgressAskRequest) => Promise<boolean>;
   readonly onEvent?: (event: EgressEvent) => void;
   readonly limits?: Partial<EgressProxyLimits>;
+  /**
+   * TLS interception for hosts with request rules, bound secrets or an `intercept` rule: the installation's CA
+   * and, optionally, extra roots to trust for upstream servers (Node's defaults otherwise). Without it every
+   * https:// tunnel is opaque.
+   */
+  readonly tls?: { readonly ca: CertificateAuthority; readonly upstreamCa?: readonly string[] };
+  /** The sandbox's vault session: placeholders substituted for bound hosts, refused elsewhere, values redacted. */
+  readonly secrets?: SecretSession;
 }
 
 export interface EgressProxy {
@@ -129,19 +140,6 @@ export class EgressProxyError extends Error {
     this.name = 'EgressProxyError';
   }
 }
-
-/** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the proxy-specific ones). */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 type Admission =
   | { readonly ok: true; readonly decision: EgressDecision; readonly dial: string; readonly rule?: string }
@@ -203,6 +201,36 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       // An audit sink that throws must not take the data path down with it.
     }
   };
+
+  const budget = new EgressBudget(limits);
+  const forwarding: ForwardContext = {
+    rules: () => rules,
+    budget,
+    maxBodyBytes: limits.maxBodyBytes,
+    connectTimeoutMs: limits.connectTimeoutMs,
+    idleTimeoutMs: limits.idleTimeoutMs,
+    ...(options.secrets ? { secrets: options.secrets } : {}),
+    ...(options.tls?.upstreamCa ? { upstreamCa: options.tls.upstreamCa } : {}),
+    emit,
+    track,
+  };
+  const interceptor: Interceptor | undefined = options.tls
+    ? createInterceptor({
+        ca: options.tls.ca,
+        ...(options.tls.upstreamCa ? { upstreamCa: options.tls.upstreamCa } : {}),
+        handshakeTimeoutMs: limits.handshakeTimeoutMs,
+        idleTimeoutMs: limits.idleTimeoutMs,
+      })
+    : undefined;
+
+  /** Must this tunnel's requests be read: request rules or an `intercept` rule name it, or a secret is bound to it. */
+  function needsInterception(destination: Destination, port: number): boolean {
+    const current = rules;
+    if (current.requests.some((r) => ruleNamesDestination(r.host, destination, port))) return true;
+    if (current.intercept.some((r) => ruleNamesDestination(r, destination, port))) return true;
+    const host = destination.kind === 'domain' ? destination.name : destination.address;
+    return options.secrets?.bindsHost(host, port) ?? false;
+  }
 
   async function admit(host: string, port: number | string, protocol: EgressProtocol): Promise<Admission> {
     const current = rules; // one rule set for the whole decision, even if updated meanwhile
@@ -289,21 +317,26 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     return upstream;
   }
 
-  /** Join two sockets; `done` runs once, after both have closed, with the byte counts. */
+  /**
+   * Join two sockets. The destination's bytes flow at once; the client's only after `release` (the caller
+   * checks its first flight). `done` runs once, after both have closed, with the byte counts. Bytes count
+   * against the budget; when it is spent, both sides are cut.
+   */
   function splice(
     client: net.Socket,
     upstream: net.Socket,
     done: (bytesUp: number, bytesDown: number) => void,
-  ): void {
+  ): { release(first: Buffer): void } {
     let up = 0;
     let down = 0;
-    client.on('data', (d: Buffer) => {
-      up += d.length;
-    });
-    upstream.on('data', (d: Buffer) => {
-      down += d.length;
-    });
-    client.pipe(upstream);
+    const count = (d: Buffer, add: (n: number) => void): void => {
+      add(d.length);
+      if (!budget.addBytes(d.length)) {
+        client.destroy();
+        upstream.destroy();
+      }
+    };
+    upstream.on('data', (d: Buffer) => count(d, (n) => (down += n)));
     upstream.pipe(client);
     let open = 2;
     const closeOne = (): void => {
@@ -318,6 +351,16 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     client.on('error', () => {});
     upstream.on('error', () => {});
     client.setTimeout(limits.idleTimeoutMs, () => client.destroy());
+    return {
+      release(first) {
+        if (first.length > 0) {
+          count(first, (n) => (up += n));
+          upstream.write(first);
+        }
+        client.on('data', (d: Buffer) => count(d, (n) => (up += n)));
+        client.pipe(upstream);
+      },
+    };
   }
 
   // --- HTTP forward proxy -------------------------------------------------------------------------------
@@ -363,9 +406,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       sendText(res, 400, reason, { 'X-Ironcage-Reason': headerSafe(reason) });
       return;
     }
-    const host = url.hostname;
     const port = url.port === '' ? 80 : Number(url.port);
-    const admission = await admit(host, port, 'http');
+    const admission = await admit(url.hostname, port, 'http');
     if (closed || req.socket.destroyed) return;
     if (!admission.ok) {
       const status = admission.why === 'policy' ? 403 : 502;
@@ -373,87 +415,21 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       emit(refusalEvent(admission, 'http', started, status));
       return;
     }
-    const destination = `${displayHost(admission.decision.destination)}:${port}`;
-    const headers = stripHopByHop(req.headers);
-    // Host is rewritten from the vetted URL so a different Host header cannot steer a shared upstream.
-    headers.host = url.host;
-    let bytesUp = 0;
-    let bytesDown = 0;
-    let finished = false;
-    const finish = (status: number | undefined, error?: string): void => {
-      if (finished) return;
-      finished = true;
-      emit({
-        type: 'request',
-        protocol: 'http',
+    const destination = admission.decision.destination;
+    if (destination === undefined) return;
+    forwardRequest(
+      forwarding,
+      {
+        scheme: 'http',
         destination,
-        resolvedIp: admission.dial,
-        decision: error && status !== undefined && status >= 500 && bytesDown === 0 ? 'error' : 'allow',
+        port,
+        dial: admission.dial,
         ...(admission.rule ? { rule: admission.rule } : {}),
-        bytesUp,
-        bytesDown,
-        durationMs: Date.now() - started,
-        ...(status === undefined ? {} : { status }),
-        ...(error ? { error } : {}),
-      });
-    };
-    const upstreamReq = http.request({
-      host: admission.dial,
-      port,
-      method: req.method,
-      path: `${url.pathname}${url.search}`,
-      headers,
-      setHost: false,
-      agent: false,
-    });
-    let connected = false;
-    const timer = setTimeout(() => {
-      if (!connected) upstreamReq.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
-    }, limits.connectTimeoutMs);
-    upstreamReq.on('socket', (s: net.Socket) => {
-      track(s);
-      s.once('connect', () => {
-        connected = true;
-        clearTimeout(timer);
-      });
-      s.setTimeout(limits.idleTimeoutMs, () => s.destroy());
-    });
-    upstreamReq.on('error', (err) => {
-      clearTimeout(timer);
-      const code = errorCode(err);
-      if (!res.headersSent) {
-        const status = code === 'ETIMEDOUT' ? 504 : 502;
-        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
-        sendText(res, status, reason, { 'X-Ironcage-Reason': headerSafe(reason) });
-        finish(status, code);
-      } else {
-        res.destroy();
-        finish(res.statusCode, code);
-      }
-    });
-    upstreamReq.on('response', (upRes: http.IncomingMessage) => {
-      res.writeHead(upRes.statusCode ?? 502, stripHopByHop(upRes.headers));
-      upRes.on('data', (d: Buffer) => {
-        bytesDown += d.length;
-      });
-      upRes.pipe(res);
-      upRes.once('end', () => finish(upRes.statusCode));
-      upRes.once('error', (err) => {
-        res.destroy();
-        finish(upRes.statusCode, errorCode(err));
-      });
-    });
-    req.on('data', (d: Buffer) => {
-      bytesUp += d.length;
-    });
-    req.pipe(upstreamReq);
-    res.once('close', () => {
-      if (!res.writableFinished) upstreamReq.destroy();
-      finish(
-        res.headersSent ? res.statusCode : undefined,
-        res.writableFinished ? undefined : 'ECLIENTCLOSED',
-      );
-    });
+      },
+      req,
+      res,
+      `${url.pathname}${url.search}`,
+    );
   }
 
   // --- CONNECT tunnels ----------------------------------------------------------------------------------
@@ -483,6 +459,48 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       return;
     }
     const port = Number(parsed?.port);
+    const destination = admission.decision.destination;
+    if (destination === undefined) return;
+    const overBudget = budget.takeRequest();
+    if (overBudget) {
+      const refused = refusal(
+        'policy',
+        `${displayHost(destination)}:${port}`,
+        overBudget.rule,
+        overBudget.reason,
+      );
+      client.end(rawResponse(429, denialHeaders(refused), denialBody(refused)));
+      emit(refusalEvent(refused, 'connect', started, 429));
+      return;
+    }
+    if (interceptor && needsInterception(destination, port)) {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) client.unshift(head);
+      const base = {
+        protocol: 'connect' as const,
+        destination: `${displayHost(destination)}:${port}`,
+        resolvedIp: admission.dial,
+        ...(admission.rule ? { rule: admission.rule } : {}),
+      };
+      await interceptor.intercept(
+        client,
+        { destination, port, dial: admission.dial, ...(admission.rule ? { rule: admission.rule } : {}) },
+        (t, req, res, path) => forwardRequest(forwarding, t, req, res, path),
+        ({ bytesUp, bytesDown, refused }) =>
+          emit({
+            type: refused ? 'denied' : 'connection',
+            ...base,
+            ...(refused ? { rule: refused.rule } : {}),
+            decision: refused ? 'deny' : 'allow',
+            bytesUp,
+            bytesDown,
+            durationMs: Date.now() - started,
+            status: 200,
+            intercepted: true,
+          }),
+      );
+      return;
+    }
     openTunnel(client, admission, port, head, started, {
       protocol: 'connect',
       established: () => 'HTTP/1.1 200 Connection Established\r\n\r\n',
@@ -499,8 +517,9 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   }
 
   /**
-   * An admitted CONNECT or SOCKS5 tunnel: dial the vetted address, acknowledge, forward the bytes the client
-   * sent early, splice both ways, and audit the outcome (or the failure to connect).
+   * An admitted CONNECT or SOCKS5 tunnel: dial the vetted address, acknowledge, let the server's bytes flow,
+   * hold the client's first flight until its TLS server name (if any) is checked against the admitted host,
+   * then splice both ways and audit the outcome (or the failure to connect, or the SNI refusal).
    */
   function openTunnel(
     client: net.Socket,
@@ -515,31 +534,53 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       status?: number;
     },
   ): void {
-    const destination = `${displayHost(admission.decision.destination)}:${port}`;
+    const admitted = admission.decision.destination;
+    const destination = `${displayHost(admitted)}:${port}`;
     const base = {
       protocol: how.protocol,
       destination,
       resolvedIp: admission.dial,
       ...(admission.rule ? { rule: admission.rule } : {}),
+      ...(how.status === undefined ? {} : { status: how.status }),
     };
     const upstream = dial(
       admission.dial,
       port,
       () => {
         client.write(how.established());
-        if (early.length > 0) upstream.write(early);
-        splice(client, upstream, (bytesUp, bytesDown) =>
-          emit({
-            type: 'connection',
-            ...base,
-            decision: 'allow',
-            bytesUp: bytesUp + early.length,
-            bytesDown,
-            durationMs: Date.now() - started,
-            ...(how.status === undefined ? {} : { status: how.status }),
-          }),
+        const joined = splice(client, upstream, (bytesUp, bytesDown) =>
+          emit(
+            refusedBy
+              ? {
+                  type: 'denied',
+                  ...base,
+                  rule: refusedBy,
+                  decision: 'deny',
+                  bytesUp,
+                  bytesDown,
+                  durationMs: Date.now() - started,
+                }
+              : {
+                  type: 'connection',
+                  ...base,
+                  decision: 'allow',
+                  bytesUp,
+                  bytesDown,
+                  durationMs: Date.now() - started,
+                },
+          ),
         );
-        client.resume();
+        let refusedBy: string | undefined;
+        const host = admitted ?? { kind: 'ip' as const, version: 4 as const, address: admission.dial };
+        void checkFirstFlight(client, early, host, limits.idleTimeoutMs).then((first) => {
+          if (first.ok) {
+            joined.release(first.bytes);
+            client.resume();
+            return;
+          }
+          if (first.rule !== 'idle') refusedBy = first.rule;
+          client.destroy();
+        });
       },
       (code) => {
         const failure = how.failed(code, destination);
@@ -643,12 +684,44 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
 
   // --- the listener -------------------------------------------------------------------------------------
 
+  let clients = 0;
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
     track(client);
+    clients += 1;
+    client.once('close', () => {
+      clients -= 1;
+    });
+    const over = clients > limits.maxConnections;
     client.on('error', () => {});
     client.setTimeout(limits.handshakeTimeoutMs, () => client.destroy());
     client.once('data', (first: Buffer) => {
       client.pause();
+      if (over) {
+        // Refused in the client's own protocol, so the agent can read why (SOCKS has no text: a bare close).
+        if (first[0] === SOCKS_VERSION) client.destroy();
+        else {
+          const reason = `this sandbox already has ${limits.maxConnections} proxy connections open; close some or raise network.limits.maxConnections`;
+          client.end(
+            rawResponse(
+              429,
+              { 'X-Ironcage-Denied-Rule': 'limit:connections', 'X-Ironcage-Reason': reason },
+              `ironcage egress proxy: ${reason}\n`,
+            ),
+          );
+          emit({
+            type: 'denied',
+            protocol: 'http',
+            destination: '',
+            decision: 'deny',
+            rule: 'limit:connections',
+            bytesUp: 0,
+            bytesDown: 0,
+            durationMs: 0,
+            status: 429,
+          });
+        }
+        return;
+      }
       if (first[0] === SOCKS_VERSION) {
         socks(client, first);
         client.resume();
@@ -663,7 +736,8 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     });
     client.resume();
   });
-  server.maxConnections = limits.maxConnections;
+  // The hard stop for a flood: far above the readable refusals, so a stuck client cannot pin unbounded sockets.
+  server.maxConnections = limits.maxConnections * 2 + 16;
 
   removeStaleSocket(options.socketPath);
   await new Promise<void>((ok, fail) => {
@@ -742,20 +816,6 @@ export function splitConnectTarget(target: string): { host: string; port: string
   return { host, port };
 }
 
-function stripHopByHop(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
-  const named = new Set(HOP_BY_HOP);
-  const connection = headers.connection;
-  for (const token of (Array.isArray(connection) ? connection.join(',') : (connection ?? '')).split(',')) {
-    const t = token.trim().toLowerCase();
-    if (t) named.add(t);
-  }
-  const out: http.OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !named.has(name)) out[name] = value;
-  }
-  return out;
-}
-
 type Refused = Extract<Admission, { ok: false }>;
 
 function refusal(
@@ -787,21 +847,6 @@ function denialBody(a: Refused): string {
   return `ironcage egress proxy: ${a.destination} ${what}.\nrule: ${a.rule}\nreason: ${a.reason}\n`;
 }
 
-function sendText(
-  res: http.ServerResponse,
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): void {
-  const text = body.endsWith('\n') ? body : `${body}\n`;
-  res.writeHead(status, {
-    ...headers,
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
 function rawResponse(status: number, headers: Record<string, string>, body: string): string {
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
   return (
@@ -809,20 +854,4 @@ function rawResponse(status: number, headers: Record<string, string>, body: stri
     `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
     `Connection: close\r\n\r\n${body}`
   );
-}
-
-/** Header values must be printable ASCII; anything else (from a hostile host name) becomes `?`. */
-function headerSafe(s: string): string {
-  return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000);
-}
-
-function displayHost(d: EgressDecision['destination']): string {
-  if (d === undefined) return '';
-  if (d.kind === 'domain') return d.name;
-  return d.version === 6 ? `[${d.address}]` : d.address;
-}
-
-function errorCode(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : 'EUNKNOWN';
 }

@@ -9,6 +9,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { type AddressClass, addressClassDescriptions, classifyAddress } from './address-classes.js';
 import { canonicalizeHost, type Destination, DestinationError, parsePort } from './destination.js';
+import { type RequestRule, requestRuleSchema, requestRuleToInput } from './request-rules.js';
 
 export type EgressRule =
   | {
@@ -131,6 +132,13 @@ export const egressRulesSchema = z
     allowPrivate: z.array(privateRangeSchema).default([]),
     /** What a destination no rule decides gets: `deny` (default) or `ask` (the approvals flow). */
     onUndecided: z.enum(['deny', 'ask']).default('deny'),
+    /** Method/path limits for hosts whose requests the proxy reads (http://, or intercepted https://). */
+    requests: z.array(requestRuleSchema(ruleSchema)).default([]),
+    /**
+     * https:// hosts whose tunnels are TLS-intercepted even without request rules or bound secrets, so each
+     * request is audited. Hosts with request rules or bound secrets are always intercepted.
+     */
+    intercept: z.array(ruleSchema).default([]),
   })
   .strict();
 
@@ -146,6 +154,8 @@ export function rulesToInput(rules: EgressRules): EgressRulesInput {
     deny: rules.deny.map((r) => r.text),
     allowPrivate: rules.allowPrivate.map((r) => r.text),
     onUndecided: rules.onUndecided,
+    requests: rules.requests.map(requestRuleToInput),
+    intercept: rules.intercept.map((r) => r.text),
   };
 }
 
@@ -160,6 +170,8 @@ export function mergeRules(current: EgressRules, patch: Partial<EgressRulesInput
     deny: union(current.deny, add.deny),
     allowPrivate: union(current.allowPrivate, add.allowPrivate),
     onUndecided: add.onUndecided,
+    requests: union(current.requests, add.requests),
+    intercept: union(current.intercept, add.intercept),
   };
 }
 
@@ -168,9 +180,9 @@ export function replaceRules(next: EgressRulesInput): EgressRules {
   return egressRulesSchema.parse(next);
 }
 
-function union(a: readonly EgressRule[], b: readonly EgressRule[]): EgressRule[] {
+function union<T extends { readonly text: string }>(a: readonly T[], b: readonly T[]): T[] {
   const seen = new Set<string>();
-  const out: EgressRule[] = [];
+  const out: T[] = [];
   for (const r of [...a, ...b]) {
     if (!seen.has(r.text)) {
       seen.add(r.text);
@@ -319,11 +331,7 @@ export function decide(
   }
 
   for (const rule of rules.allow) {
-    const hit =
-      rule.kind === 'domain'
-        ? dest.kind === 'domain' && matchesDomain(rule, dest.name, port)
-        : dest.kind === 'ip' && matchesCidr(rule, dest.address, port);
-    if (hit) {
+    if (ruleNamesDestination(rule, dest, port)) {
       if (addresses === undefined) {
         return {
           verdict: 'allow',
@@ -369,6 +377,14 @@ function hostForDisplay(dest: Destination): string {
   if (dest.kind === 'domain') return dest.name;
   return dest.version === 6 ? `[${dest.address}]` : dest.address;
 }
+
+/** Does a connection rule name this destination (domain rules by name, IP rules by address; port if given)? */
+export function ruleNamesDestination(rule: EgressRule, dest: Destination, port: number): boolean {
+  if (rule.kind === 'domain') return dest.kind === 'domain' && matchesDomain(rule, dest.name, port);
+  return dest.kind === 'ip' && matchesCidr(rule, dest.address, port);
+}
+
+export type { RequestRule };
 
 /** Exact name, or for `*.suffix` a name ending in `.suffix` (label boundary: `evilexample.com` never matches). */
 export function matchesDomain(rule: EgressRule & { kind: 'domain' }, name: string, port: number): boolean {

@@ -13,8 +13,10 @@ export function feedSetupData(
   fds: { seccomp: number; passwd: number; group: number; hosts: number },
   seccomp: Buffer,
   policy: SandboxPolicy,
+  trust?: { fd: number; bundle: string },
 ): void {
   const etc = planEtcFiles(policy);
+  if (trust) stdio[trust.fd]?.end(trust.bundle);
   stdio[fds.seccomp]?.end(seccomp);
   stdio[fds.passwd]?.end(etc.passwd);
   stdio[fds.group]?.end(etc.group);

@@ -5,22 +5,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  accessSync,
-  chmodSync,
-  chownSync,
-  closeSync,
-  constants,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { startEgressProxy } from '../egress/proxy.js';
-import type { NetworkPolicy, SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
+import { startSandboxEgress } from '../egress/sandbox-egress.js';
+import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
 import { type BwrapStdio, feedSetupData, watchInfo } from './bwrap-io.js';
@@ -171,7 +159,11 @@ export class LocalEngine implements Engine {
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
     if (this.#hostId !== null) refuseUnwritableBinds(policy, this.#hostId);
     if (policy.network.mode === 'none') return this.#run(request, null);
-    const egress = await startRunEgress(policy.network, this.#hostId);
+    const egress = await startSandboxEgress({ network: policy.network, hostId: this.#hostId }).catch(
+      (err: Error) => {
+        throw new SandboxSetupError(err.message);
+      },
+    );
     try {
       return await this.#run(request, { socket: egress.socketPath, port: policy.network.port });
     } finally {
@@ -408,45 +400,6 @@ export class LocalEngine implements Engine {
         });
       });
     });
-  }
-}
-
-/**
- * The run's own egress proxy, in a private directory (0711: the sandbox's host uid may reach the socket by name
- * but not list or add anything). The socket itself is 0600 and, as root, owned by the sandbox's host uid.
- * `close` stops the proxy and removes the directory.
- */
-async function startRunEgress(
-  network: Extract<NetworkPolicy, { mode: 'proxy' }>,
-  hostId: { uid: number; gid: number } | null,
-): Promise<{ socketPath: string; close(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), `ironcage-egress-${process.pid}-`));
-  const removeDir = () => rmSync(dir, { recursive: true, force: true });
-  try {
-    chmodSync(dir, 0o711);
-    const proxy = await startEgressProxy({
-      socketPath: join(dir, 'egress.sock'),
-      rules: { allow: network.allow, deny: network.deny, allowPrivate: network.allowPrivate },
-    });
-    try {
-      if (hostId !== null) chownSync(proxy.socketPath, hostId.uid, hostId.gid);
-    } catch (err) {
-      await proxy.close();
-      throw err;
-    }
-    return {
-      socketPath: proxy.socketPath,
-      close: async () => {
-        try {
-          await proxy.close();
-        } finally {
-          removeDir();
-        }
-      },
-    };
-  } catch (err) {
-    removeDir();
-    throw new SandboxSetupError(`cannot start the egress proxy: ${(err as Error).message}`);
   }
 }
 

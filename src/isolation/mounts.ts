@@ -12,6 +12,7 @@
  *   into a hidden path; symlinks *inside* a bound directory resolve within the sandbox's own view.
  */
 import { posix } from 'node:path';
+import { SYSTEM_CA_BUNDLE, trustEnv } from '../egress/tls/trust.js';
 import type { Bind, SandboxPolicy } from '../policy/schema.js';
 
 export type HostEntry = { kind: 'dir' | 'file' | 'other' } | { kind: 'symlink'; target: string };
@@ -52,11 +53,18 @@ export interface PlanContext {
    * Set for `network.mode: 'proxy'`: the host path of the run's egress proxy socket, bound at EGRESS_SOCKET_PATH,
    * and the loopback port the agent relays to it; the usual proxy variables then point at that port.
    */
-  egress?: { socket: string; port: number };
+  egress?: {
+    socket: string;
+    port: number;
+    /** A descriptor carrying the trust bundle (system roots + the installation's CA) for TLS interception. */
+    trustFd?: number;
+  };
 }
 
 export const AGENT_PATH = '/.ironcage/agent';
 export const EGRESS_SOCKET_PATH = '/.ironcage/egress.sock';
+/** Where the trust bundle goes when the system bundle's directory is not in the sandbox. */
+export const TRUST_BUNDLE_PATH = '/.ironcage/ca-bundle.pem';
 
 /** Proxy variables for common tools (curl, pip, git, python, Go...), in both spellings; nothing bypasses it. */
 export function egressProxyEnvironment(port: number): Record<string, string> {
@@ -243,6 +251,16 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
     );
   }
 
+  // The trust bundle replaces the system one where tools look by default, if that directory is in the sandbox.
+  const systemBundleBound = ordered.some(
+    (m) =>
+      (m.op === 'ro-bind' || m.op === 'bind') &&
+      isWithin(SYSTEM_CA_BUNDLE, m.dest) &&
+      ctx.host.lookup(SYSTEM_CA_BUNDLE)?.kind === 'file',
+  );
+  const trustPath =
+    ctx.egress?.trustFd === undefined ? undefined : systemBundleBound ? SYSTEM_CA_BUNDLE : TRUST_BUNDLE_PATH;
+
   const { uid, gid } = policy.user;
   const args = [
     '--unshare-user',
@@ -292,6 +310,9 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
       ? ['--perms', '0555', '--ro-bind-data', String(ctx.agent.fd), AGENT_PATH]
       : ['--ro-bind', ctx.agent.path, AGENT_PATH]),
     ...(ctx.egress === undefined ? [] : ['--bind', ctx.egress.socket, EGRESS_SOCKET_PATH]),
+    ...(trustPath === undefined
+      ? []
+      : ['--perms', '0444', '--ro-bind-data', String(ctx.egress?.trustFd), trustPath]),
     // Everything is in place: the root and /dev become read-only (they are bwrap's own unbounded tmpfs, so a
     // writable root would let a sandbox fill host memory); scratch mounts stay writable.
     '--remount-ro',
@@ -304,6 +325,7 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
   // Proxy variables first, so a policy's env.set can still override them (the proxy stays the only route).
   const env = {
     ...(ctx.egress === undefined ? {} : egressProxyEnvironment(ctx.egress.port)),
+    ...(trustPath === undefined ? {} : trustEnv(trustPath)),
     ...planEnvironment(policy, ctx.hostEnv),
   };
   for (const [name, value] of Object.entries(env)) {

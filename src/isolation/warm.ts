@@ -6,20 +6,33 @@
  *   sandboxes can be re-adopted or reaped (the agent itself kills everything when no host connects in time);
  * - the workspace is a host directory bound read-write at the policy's workdir, so snapshots are host copies;
  * - the cgroup is named after the long-lived bwrap process (not the manager), so sweepStaleCgroups() of any
- *   other ironcage process leaves a live warm sandbox alone and cleans it once bwrap is gone.
+ *   other ironcage process leaves a live warm sandbox alone and cleans it once bwrap is gone;
+ * - network mode `proxy`: the egress socket's host *directory* is bound (read-only) and EGRESS_SOCKET_PATH is a
+ *   symlink into it. A bound socket file would pin that socket's inode, and a manager restarted after a crash
+ *   listens on a new one; through the directory the sandbox reaches whatever socket is there now.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
+import { posix } from 'node:path';
 import type { SandboxPolicy } from '../policy/schema.js';
 import { type BwrapStdio, feedSetupData, watchInfo } from './bwrap-io.js';
 import { type CgroupHost, createSandboxCgroup, type SandboxCgroup } from './cgroups.js';
 import { realHostView } from './host-view.js';
 import { refuseUnwritableBinds } from './local-engine.js';
-import { AGENT_PATH, isWithin, MountPlanError, type PlanContext, planBwrapArgs } from './mounts.js';
+import {
+  AGENT_PATH,
+  EGRESS_SOCKET_PATH,
+  isWithin,
+  MountPlanError,
+  type PlanContext,
+  planBwrapArgs,
+} from './mounts.js';
 
 /** Where the sandbox's agent socket directory appears inside. */
 export const WARM_RUN_DIR = '/.ironcage/run';
 export const WARM_SOCKET = `${WARM_RUN_DIR}/agent.sock`;
+/** Where the egress socket's directory appears inside (EGRESS_SOCKET_PATH links into it). */
+export const WARM_EGRESS_DIR = '/.ironcage/egress';
 
 /** Descriptor numbers inside bwrap (they follow stdin/stdout/stderr in the spawn stdio array). */
 const FD = {
@@ -49,6 +62,15 @@ export interface WarmPlanPaths {
   run: string;
 }
 
+/** Network mode `proxy`: the host directory holding the proxy's socket, and the loopback port relayed to it. */
+export interface WarmEgressPlan {
+  /** Host directory bound read-only at WARM_EGRESS_DIR. */
+  dir: string;
+  /** File name of the socket in `dir`. */
+  socketName: string;
+  port: number;
+}
+
 /**
  * The policy the planner sees: a (tiny) scratch mount at the workdir, which the workspace bind then covers.
  * This keeps the planner's workdir check and its parents-first ordering; the bind goes right after it.
@@ -75,11 +97,35 @@ function withWorkdirMount(policy: SandboxPolicy): SandboxPolicy {
 /** policy → bwrap argv of a warm sandbox (everything before the agent command). Pure apart from ctx.host. */
 export function planWarmBwrapArgs(
   policy: SandboxPolicy,
-  ctx: Omit<PlanContext, 'fds'> & { fds: Omit<PlanContext['fds'], 'block'> & { block?: number } },
+  ctx: Omit<PlanContext, 'fds' | 'egress'> & { fds: Omit<PlanContext['fds'], 'block'> & { block?: number } },
   paths: WarmPlanPaths,
+  egress: WarmEgressPlan | null = null,
 ): string[] {
   const workdir = policy.filesystem.workdir;
-  const args = planBwrapArgs(withWorkdirMount(policy), ctx).filter((a) => a !== '--die-with-parent');
+  // The planner's own egress handling gives the proxy variables (in its precedence); its socket bind is
+  // swapped for the directory bind below.
+  const socket = egress === null ? null : posix.join(egress.dir, egress.socketName);
+  const planned = planBwrapArgs(withWorkdirMount(policy), {
+    ...ctx,
+    ...(egress === null || socket === null ? {} : { egress: { socket, port: egress.port } }),
+  });
+  const args = planned.filter((a) => a !== '--die-with-parent');
+  if (egress !== null) {
+    const at = args.findIndex(
+      (a, i) => a === '--bind' && args[i + 1] === socket && args[i + 2] === EGRESS_SOCKET_PATH,
+    );
+    if (at < 0) throw new MountPlanError('internal: no egress socket bind planned', 'network');
+    args.splice(
+      at,
+      3,
+      '--ro-bind',
+      egress.dir,
+      WARM_EGRESS_DIR,
+      '--symlink',
+      posix.join(WARM_EGRESS_DIR, egress.socketName),
+      EGRESS_SOCKET_PATH,
+    );
+  }
   const tmpfsAt = args.findIndex((a, i) => a === '--tmpfs' && args[i + 1] === workdir);
   if (tmpfsAt < 0) throw new MountPlanError(`internal: no mount planned at ${workdir}`, 'filesystem.workdir');
   args.splice(tmpfsAt + 2, 0, '--bind', paths.workspace, workdir);
@@ -89,8 +135,8 @@ export function planWarmBwrapArgs(
   return ['--as-pid-1', ...args];
 }
 
-/** The agent's command line inside the sandbox. */
-export function warmAgentCommand(orphanTimeoutS: number): string[] {
+/** The agent's command line inside the sandbox (`relayPort`: network mode `proxy`). */
+export function warmAgentCommand(orphanTimeoutS: number, relayPort: number | null = null): string[] {
   return [
     AGENT_PATH,
     'serve',
@@ -102,6 +148,7 @@ export function warmAgentCommand(orphanTimeoutS: number): string[] {
     String(orphanTimeoutS),
     '--ready-fd',
     String(FD.ready),
+    ...(relayPort === null ? [] : ['--relay', `${relayPort}:${EGRESS_SOCKET_PATH}`]),
   ];
 }
 
@@ -122,6 +169,8 @@ export interface WarmLaunchRequest {
   seccomp: Buffer;
   cgroups: CgroupHost | null;
   limits: { memoryBytes: number; pids: number; cpuWeight?: number };
+  /** Network mode `proxy`: where the (already listening) egress proxy's socket is. */
+  egress?: WarmEgressPlan;
 }
 
 export interface WarmProcess {
@@ -150,12 +199,14 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
       fds: withCgroup ? FD : { ...FD, block: undefined },
     },
     req.paths,
+    req.egress ?? null,
   );
   const logFd = openSync(req.logPath, 'a', 0o600);
   const agentFd = req.hostId === null ? 'ignore' : openSync(req.agentPath, 'r');
   let child: ChildProcess;
   try {
-    child = spawn(req.bwrapPath, [...args, '--', ...warmAgentCommand(req.orphanTimeoutS)], {
+    const agent = warmAgentCommand(req.orphanTimeoutS, req.egress?.port ?? null);
+    child = spawn(req.bwrapPath, [...args, '--', ...agent], {
       env: {},
       ...(req.hostId ?? {}),
       detached: true,

@@ -63,7 +63,36 @@ const egressRuleLists = {
   allow: z.array(z.string()).default([]),
   deny: z.array(z.string()).default([]),
   allowPrivate: z.array(z.string()).default([]),
+  /** Method/path rules, e.g. `{ action: 'allow', host: 'api.github.com', methods: ['GET'], paths: ['/repos/**'] }`. */
+  requests: z
+    .array(
+      z
+        .object({
+          action: z.enum(['allow', 'deny']),
+          host: z.string(),
+          methods: z.array(z.string()).optional(),
+          paths: z.array(z.string()).optional(),
+        })
+        .strict(),
+    )
+    .default([]),
+  /** https:// hosts to TLS-intercept for auditing even without request rules or secrets. */
+  intercept: z.array(z.string()).default([]),
 };
+
+/** Per-sandbox proxy budgets (docs/egress-policy.md); absent fields keep the proxy's defaults. */
+const egressLimitsSchema = z
+  .object({
+    requestsPerSecond: z.number().positive().max(100_000).optional(),
+    maxConnections: z.number().int().positive().max(10_000).optional(),
+    /** Bytes in both directions over the sandbox's life; then new requests get 429. */
+    maxTotalBytes: z.number().int().positive().optional(),
+    /** Largest request body; larger gets 413. */
+    maxBodyBytes: z.number().int().positive().optional(),
+    connectTimeoutMs: z.number().int().positive().max(600_000).optional(),
+    idleTimeoutMs: z.number().int().positive().max(86_400_000).optional(),
+  })
+  .strict();
 
 export const networkSchema = z
   .discriminatedUnion('mode', [
@@ -78,6 +107,13 @@ export const networkSchema = z
         mode: z.literal('proxy'),
         ...egressRuleLists,
         port: z.number().int().min(1).max(65_535).default(3128),
+        /** Vault secrets this sandbox may use: it sees a placeholder per name, the proxy substitutes the value. */
+        secrets: z
+          .array(
+            z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'a secret name is a shell-style identifier'),
+          )
+          .default([]),
+        limits: egressLimitsSchema.default({}),
       })
       .strict(),
   ])
@@ -87,6 +123,8 @@ export const networkSchema = z
       allow: network.allow,
       deny: network.deny,
       allowPrivate: network.allowPrivate,
+      requests: network.requests,
+      intercept: network.intercept,
     });
     if (!checked.success) for (const issue of checked.error.issues) ctx.addIssue(issue);
   });

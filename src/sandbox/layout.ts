@@ -10,9 +10,13 @@
  *     sandbox.log    0600  bwrap's and the agent's stderr
  *     run/           0700, owned by the sandbox's host uid; bound at /.ironcage/run (agent.sock)
  *     workspace/     0700, owned by the sandbox's host uid; bound read-write at the policy's workdir
+ *     egress/        0711 (root) / 0700, network mode `proxy` only; bound read-only at /.ironcage/egress
+ *       egress.sock  0600 (owned by the sandbox's host uid): the sandbox's egress proxy
+ *     egress.jsonl   0600  the proxy's audit events, one JSON line each; full segments egress.jsonl.<first seq>
  *     snapshots/<name>/    0700 host-side copies of workspace/
  */
 import { join } from 'node:path';
+import { EGRESS_SOCKET_NAME } from '../egress/sandbox-egress.js';
 
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const SNAPSHOT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -29,6 +33,12 @@ export interface SandboxPaths {
   hostSocket: string;
   workspace: string;
   snapshots: string;
+  /** Directory of the egress proxy's socket: a directory is bound (not the socket), so a restarted proxy's new
+   * socket is what the sandbox reaches. */
+  egressDir: string;
+  egressSocket: string;
+  /** The egress audit log (current segment). */
+  egressLog: string;
 }
 
 export function sandboxesDir(stateDir: string): string {
@@ -48,5 +58,8 @@ export function sandboxPaths(stateDir: string, id: string): SandboxPaths {
     hostSocket: join(dir, 'agent.sock'),
     workspace: join(dir, 'workspace'),
     snapshots: join(dir, 'snapshots'),
+    egressDir: join(dir, 'egress'),
+    egressSocket: join(dir, 'egress', EGRESS_SOCKET_NAME),
+    egressLog: join(dir, 'egress.jsonl'),
   };
 }

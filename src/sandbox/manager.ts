@@ -20,6 +20,8 @@ import {
 } from 'node:fs';
 import { dirname, posix, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
+import { rulesToInput } from '../egress/rules.js';
+import { EGRESS_SOCKET_NAME } from '../egress/sandbox-egress.js';
 import {
   type CgroupHost,
   openSandboxCgroup,
@@ -40,6 +42,7 @@ import type { SandboxPolicy, SandboxPolicyInput } from '../policy/schema.js';
 import { PauseUnsupportedError, SandboxManagerError, SandboxStartError } from './errors.js';
 import { ID_PATTERN, type SandboxPaths, sandboxesDir, sandboxPaths } from './layout.js';
 import { readMeta, type SandboxMeta, writeMeta } from './meta.js';
+import { type EgressLogLimits, startWarmEgress, type WarmEgress } from './network.js';
 import { isSameProcess, type ProcessIdentity, processIdentity } from './proc.js';
 import { destroySandboxResources, Sandbox, type StopReason } from './sandbox.js';
 
@@ -59,6 +62,8 @@ export interface SandboxManagerOptions {
   readyTimeoutMs?: number;
   /** Period of the workspace quota check, ms (default 30 s; 0 disables it). */
   quotaCheckMs?: number;
+  /** Size caps of each sandbox's egress audit log (network mode `proxy`; see network.ts). */
+  egressLog?: Partial<EgressLogLimits>;
 }
 
 export interface CreateOptions {
@@ -239,9 +244,35 @@ export class SandboxManager {
     const token = readFileSync(paths.token);
     const connect = () =>
       connectAgent(paths.hostSocket, token, meta.init, this.#options.readyTimeoutMs ?? 10_000);
-    // A frozen agent cannot answer: a paused sandbox is connected to on resume().
-    const client = meta.state === 'paused' ? null : await connect();
-    return this.#sandbox(meta, paths, cgroup, client, connect);
+    // The sandbox's relay reaches the socket through its bound directory, so listening at the same path again
+    // (with the rules last set) is all it takes for its network to come back.
+    const egress = await this.#startEgress(meta, paths);
+    try {
+      // A frozen agent cannot answer: a paused sandbox is connected to on resume().
+      const client = meta.state === 'paused' ? null : await connect();
+      return this.#sandbox(meta, paths, cgroup, client, connect, egress);
+    } catch (err) {
+      await egress?.close();
+      throw err;
+    }
+  }
+
+  /** Starts the sandbox's egress proxy and log (network mode `proxy`), with its persisted rules if any. */
+  async #startEgress(
+    meta: Pick<SandboxMeta, 'id' | 'policy' | 'hostId' | 'egressRules'>,
+    paths: SandboxPaths,
+  ): Promise<WarmEgress | null> {
+    const network = meta.policy.network;
+    if (network.mode !== 'proxy') return null;
+    return startWarmEgress({
+      sandboxId: meta.id,
+      network,
+      ...(meta.egressRules === undefined ? {} : { rules: meta.egressRules }),
+      dir: paths.egressDir,
+      logPath: paths.egressLog,
+      hostId: meta.hostId,
+      ...(this.#options.egressLog === undefined ? {} : { logLimits: this.#options.egressLog }),
+    });
   }
 
   #sandbox(
@@ -250,6 +281,7 @@ export class SandboxManager {
     cgroup: SandboxCgroup | null,
     client: AgentClient | null,
     connect: () => Promise<AgentClient>,
+    egress: WarmEgress | null,
   ): Sandbox {
     return new Sandbox({
       meta,
@@ -257,6 +289,7 @@ export class SandboxManager {
       cgroup,
       client,
       connect,
+      egress,
       quotaCheckMs: this.#options.quotaCheckMs ?? 30_000,
       onStopped: (sandbox: Sandbox, _reason: StopReason) => {
         if (this.#sandboxes.get(sandbox.id) === sandbox) this.#sandboxes.delete(sandbox.id);
@@ -308,8 +341,11 @@ export class SandboxManager {
     const token = randomBytes(32);
     let launched: Awaited<ReturnType<typeof launchWarmSandbox>> | null = null;
     let meta: SandboxMeta | null = null;
+    let egress: WarmEgress | null = null;
     try {
-      this.#makeDirs(paths, engine.hostId, token);
+      this.#makeDirs(paths, engine.hostId, token, policy.network.mode === 'proxy');
+      // The proxy listens before bwrap starts: the sandbox binds the directory its socket is in.
+      egress = await this.#startEgress({ id, policy, hostId: engine.hostId }, paths);
       this.#seccomp ??= seccompProgram('default');
       launched = await launchWarmSandbox({
         id,
@@ -328,6 +364,9 @@ export class SandboxManager {
           pids: policy.limits.processes,
           cpuWeight,
         },
+        ...(egress === null || policy.network.mode !== 'proxy'
+          ? {}
+          : { egress: { dir: paths.egressDir, socketName: EGRESS_SOCKET_NAME, port: policy.network.port } }),
       });
       const bwrap = processIdentity(launched.bwrapPid);
       const init = processIdentity(launched.initPid);
@@ -350,6 +389,7 @@ export class SandboxManager {
         timeoutMs,
         onTimeout,
         state: 'running',
+        ...(egress === null ? {} : { egressRules: rulesToInput(egress.egress.proxy.rules) }),
       };
       writeMeta(paths.meta, meta);
       const readyMeta = meta;
@@ -370,7 +410,7 @@ export class SandboxManager {
           { cause: err },
         );
       }
-      const sandbox = this.#sandbox(meta, paths, launched.cgroup, client, connect);
+      const sandbox = this.#sandbox(meta, paths, launched.cgroup, client, connect, egress);
       this.#register(sandbox);
       this.#creating.delete(id);
       try {
@@ -382,6 +422,7 @@ export class SandboxManager {
       return sandbox;
     } catch (err) {
       if (this.#sandboxes.get(id) === undefined) {
+        await egress?.close().catch(() => {});
         const fallback: SandboxMeta = meta ?? placeholderMeta(id, policy, launched);
         await destroySandboxResources(fallback, paths, launched?.cgroup ?? null, false);
       }
@@ -391,13 +432,20 @@ export class SandboxManager {
     }
   }
 
-  #makeDirs(paths: SandboxPaths, hostId: Engine['hostId'], token: Buffer): void {
-    mkdirSync(paths.dir, { mode: hostId === null ? 0o700 : 0o711 });
-    chmodSync(paths.dir, hostId === null ? 0o700 : 0o711);
+  #makeDirs(paths: SandboxPaths, hostId: Engine['hostId'], token: Buffer, egress: boolean): void {
+    const mode = hostId === null ? 0o700 : 0o711;
+    mkdirSync(paths.dir, { mode });
+    chmodSync(paths.dir, mode);
     writeFileSync(paths.token, token, { mode: 0o600 });
     for (const dir of [paths.run, paths.workspace]) {
       mkdirSync(dir, { mode: 0o700 });
       if (hostId !== null) chownSync(dir, hostId.uid, hostId.gid);
+    }
+    if (egress) {
+      // Owned by the manager: the sandbox's uid reaches the socket by name, and cannot list, add or replace
+      // anything where the manager unlinks, listens and chowns (it is also bound read-only).
+      mkdirSync(paths.egressDir, { mode });
+      chmodSync(paths.egressDir, mode);
     }
   }
 
@@ -418,7 +466,7 @@ export class SandboxManager {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     const all = [...this.#sandboxes.values()];
-    if (options.keep) for (const sandbox of all) sandbox.detach();
+    if (options.keep) await Promise.all(all.map((sandbox) => sandbox.detach()));
     else await Promise.all(all.map((sandbox) => sandbox.stop('manager-closed')));
     this.#sandboxes.clear();
     this.#releaseLock();

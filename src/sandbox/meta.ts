@@ -5,6 +5,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { type EgressRulesInput, egressRulesSchema } from '../egress/rules.js';
 import { sandboxPolicySchema } from '../policy/schema.js';
 
 export type SandboxState = 'running' | 'paused' | 'stopped';
@@ -37,6 +38,13 @@ export const sandboxMetaSchema = z.object({
   timeoutMs: z.number().int().positive().nullable(),
   onTimeout: z.enum(['kill', 'pause']),
   state: z.enum(['running', 'paused', 'stopped']),
+  /**
+   * Network mode `proxy`: the egress rules in force, as text (the policy's at create, then every live update),
+   * so a re-adopting manager restarts the proxy with what was last set. Absent for mode `none`.
+   */
+  egressRules: z
+    .custom<EgressRulesInput>((v) => egressRulesSchema.safeParse(v).success, 'invalid egress rules')
+    .optional(),
 });
 export type SandboxMeta = z.infer<typeof sandboxMetaSchema>;
 

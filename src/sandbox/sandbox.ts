@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
 import type { AgentClient } from '../agent/client.js';
+import { rulesToInput } from '../egress/rules.js';
 import type { SandboxCgroup } from '../isolation/cgroups.js';
 import { planRlimits } from '../isolation/rlimits.js';
 import type { SandboxPolicy } from '../policy/schema.js';
@@ -14,6 +15,12 @@ import { PauseUnsupportedError, SandboxStateError, WorkspaceQuotaError } from '.
 import { Files } from './files.js';
 import type { SandboxPaths } from './layout.js';
 import { type SandboxMeta, type SandboxState, writeMeta } from './meta.js';
+import {
+  createSandboxNetwork,
+  type EgressLogRecord,
+  type SandboxNetwork,
+  type WarmEgress,
+} from './network.js';
 import { isSameProcess, killIfSame } from './proc.js';
 import type { SnapshotInfo } from './snapshots.js';
 import * as snapshots from './snapshots.js';
@@ -35,6 +42,8 @@ export interface SandboxDeps {
   connect(): Promise<AgentClient>;
   /** How often the workspace quota is checked, ms; 0 disables the periodic check. */
   quotaCheckMs: number;
+  /** The running egress proxy and its log (network mode `proxy`); null for mode `none`. */
+  egress: WarmEgress | null;
   /** Called once when the sandbox reaches `stopped` and its resources are gone. */
   onStopped(sandbox: Sandbox, reason: StopReason): void;
 }
@@ -46,12 +55,16 @@ export interface SandboxEvents {
   'quota-exceeded': [usage: { usedBytes: number; quotaBytes: number }];
   /** The TTL expired and pausing (onTimeout: 'pause') failed; the sandbox was killed instead. */
   'timeout-error': [error: Error];
+  /** One decision of the egress proxy (request, tunnel or refusal), as appended to the audit log. */
+  egress: [event: EgressLogRecord];
 }
 
 export class Sandbox extends EventEmitter<SandboxEvents> {
   readonly id: string;
   readonly commands: Commands;
   readonly files: Files;
+  /** Egress rules (live) and the egress audit log. */
+  readonly network: SandboxNetwork;
   readonly #meta: SandboxMeta;
   readonly #paths: SandboxPaths;
   readonly #cgroup: SandboxCgroup | null;
@@ -88,6 +101,22 @@ export class Sandbox extends EventEmitter<SandboxEvents> {
       client: (op) => this.#live(op),
       workdir: policy.filesystem.workdir,
       checkQuota: (bytes) => this.#checkQuota(bytes),
+    });
+    const egress = deps.egress;
+    if (egress !== null) egress.listener = (record) => this.emit('egress', record);
+    this.network = createSandboxNetwork({
+      sandboxId: this.id,
+      enabled: policy.network.mode === 'proxy',
+      egress: () => egress,
+      logPath: deps.paths.egressLog,
+      check: (operation) => {
+        if (this.#meta.state === 'stopped')
+          throw new SandboxStateError('SANDBOX_STOPPED', this.id, operation);
+      },
+      onRulesChanged: (rules) => {
+        this.#meta.egressRules = rulesToInput(rules);
+        this.#persist();
+      },
     });
     if (deps.client !== null) this.#attachClient(deps.client);
     this.#armTtl();
@@ -362,13 +391,17 @@ export class Sandbox extends EventEmitter<SandboxEvents> {
     return this.#stop('killed');
   }
 
-  /** @internal the manager's close(): stop timers and the connection but leave the sandbox running. */
-  detach(): void {
+  /**
+   * @internal the manager's close(): stop timers, the connection and the egress proxy (the next manager starts
+   * it again), but leave the sandbox running.
+   */
+  async detach(): Promise<void> {
     this.#clearTimers();
     const client = this.#client;
     this.#client = null;
     this.#killing = Promise.resolve(); // no reconnect, no cleanup from the close event
     client?.close();
+    await this.#deps.egress?.close().catch(() => {});
   }
 
   /** @internal */
@@ -391,6 +424,8 @@ export class Sandbox extends EventEmitter<SandboxEvents> {
       const client = this.#client;
       this.#client = null;
       client?.close();
+      // The proxy first: its socket goes, and no event is logged into a directory being removed.
+      await this.#deps.egress?.close().catch(() => {});
       await destroySandboxResources(this.#meta, this.#paths, this.#cgroup, wasPaused);
       this.#deps.onStopped(this, reason);
       this.emit('stopped', reason);

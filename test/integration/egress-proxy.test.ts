@@ -412,21 +412,35 @@ describe('egress proxy: live rules, ask, limits, close', () => {
     assert.equal(closed, true);
   });
 
-  test('connections over maxConnections are closed on accept', async () => {
-    const { proxy } = await proxyWith({ rules: { allow: ['x.test'] }, limits: { maxConnections: 1 } });
+  test('a connection over maxConnections gets 429 naming the limit; SOCKS is closed', async () => {
+    const { proxy, events } = await proxyWith({
+      rules: { allow: ['x.test'] },
+      limits: { maxConnections: 1 },
+    });
     const first = net.connect(proxy.socketPath);
     await new Promise((ok) => first.once('connect', ok));
     await waitFor(() => proxy.openSockets() === 1);
-    // Over the limit: accepted by the kernel, then closed by the proxy without a byte.
     const second = net.connect(proxy.socketPath);
-    let got = 0;
+    second.write('GET http://x.test/ HTTP/1.1\r\nHost: x.test\r\n\r\n');
+    let got = '';
     second.on('data', (d: Buffer) => {
-      got += d.length;
+      got += d.toString();
     });
     second.on('error', () => {});
     await new Promise((ok) => second.once('close', ok));
-    assert.equal(got, 0);
-    assert.equal(proxy.openSockets(), 1);
+    assert.match(got, /^HTTP\/1\.1 429 /);
+    assert.match(got, /X-Ironcage-Denied-Rule: limit:connections/);
+    assert.ok(events.some((e) => e.rule === 'limit:connections'));
+    const third = net.connect(proxy.socketPath);
+    third.write(Buffer.from([5, 1, 0]));
+    let socksBytes = 0;
+    third.on('data', (d: Buffer) => {
+      socksBytes += d.length;
+    });
+    third.on('error', () => {});
+    await new Promise((ok) => third.once('close', ok));
+    assert.equal(socksBytes, 0);
+    await waitFor(() => proxy.openSockets() === 1);
     first.destroy();
   });
 

@@ -238,11 +238,19 @@ describe('cleanup accounting', () => {
     const marker = `ironcage-marker-${process.pid}-kill`;
     const sandbox = await newSandbox();
     await sandbox.commands.run(['bash', '-c', `exec -a ${marker} sleep 600`], { background: true });
-    const detached = await sandbox.commands.run(['bash', '-c', `(exec -a ${marker} sleep 600) & disown; true`]);
+    const detached = await sandbox.commands.run([
+      'bash',
+      '-c',
+      `(exec -a ${marker} sleep 600) & disown; true`,
+    ]);
     assert.deepEqual([detached.exitCode, detached.stderr], [0, ''], 'the detached child was started');
     for (let i = 0; i < 500 && processesWithMarker(marker).length < 2; i++) await sleep(10); // up to 5 s when loaded
     const inside = await sandbox.commands.run(['ps', '-eo', 'pid,ppid,stat,args']);
-    assert.equal(processesWithMarker(marker).length, 2, `both sleepers run; inside the sandbox:\n${inside.stdout}`);
+    assert.equal(
+      processesWithMarker(marker).length,
+      2,
+      `both sleepers run; inside the sandbox:\n${inside.stdout}`,
+    );
     const init = sandbox.initPid;
     await sandbox.kill();
     assert.equal(sandbox.state, 'stopped');

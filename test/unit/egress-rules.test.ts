@@ -50,7 +50,14 @@ describe('parseRule', () => {
     assert.equal(egressRulesSchema.safeParse({ allowPrivate: ['10.0.0.1:80'] }).success, false);
     assert.equal(egressRulesSchema.safeParse({ allowPrivate: ['example.com'] }).success, false);
     assert.equal(egressRulesSchema.safeParse({ allow: [], extra: 1 }).success, false);
-    assert.deepEqual(rulesToInput(rules({})), { allow: [], deny: [], allowPrivate: [], onUndecided: 'deny' });
+    assert.deepEqual(rulesToInput(rules({})), {
+      allow: [],
+      deny: [],
+      allowPrivate: [],
+      onUndecided: 'deny',
+      requests: [],
+      intercept: [],
+    });
   });
 });
 
@@ -165,13 +172,19 @@ describe('mergeRules / replaceRules', () => {
       allow: ['EXAMPLE.com.', 'b.com'],
       deny: ['bad.com'],
       onUndecided: 'ask',
+      requests: [{ action: 'deny', host: 'b.com', methods: ['post'] }],
+      intercept: ['B.com'],
     });
     assert.deepEqual(rulesToInput(merged), {
       allow: ['example.com', 'b.com'],
       deny: ['bad.com'],
       allowPrivate: [],
       onUndecided: 'ask',
+      requests: [{ action: 'deny', host: 'b.com', methods: ['POST'] }],
+      intercept: ['b.com'],
     });
+    const again = mergeRules(merged, { requests: [{ action: 'deny', host: 'B.COM', methods: ['POST'] }] });
+    assert.equal(again.requests.length, 1, 'request rules dedupe by canonical text');
     assert.equal(mergeRules(merged, {}).onUndecided, 'ask');
     assert.deepEqual(rulesToInput(replaceRules({ allow: ['c.com'] })).allow, ['c.com']);
     assert.throws(() => mergeRules(cur, { allow: ['a..b'] }));

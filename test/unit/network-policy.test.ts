@@ -28,7 +28,11 @@ describe('network policy', () => {
       allow: ['*.Example.com:443'],
       deny: [],
       allowPrivate: [],
+      requests: [],
+      intercept: [],
       port: 3128,
+      secrets: [],
+      limits: {},
     });
   });
 
@@ -38,6 +42,10 @@ describe('network policy', () => {
       { mode: 'proxy', deny: ['10.0.0.0/99'] },
       { mode: 'proxy', allowPrivate: ['example.com'] },
       { mode: 'proxy', port: 0 },
+      { mode: 'proxy', requests: [{ action: 'allow', host: 'a.com', paths: ['no-slash'] }] },
+      { mode: 'proxy', requests: [{ action: 'maybe', host: 'a.com' }] },
+      { mode: 'proxy', secrets: ['not a name'] },
+      { mode: 'proxy', limits: { requestsPerSecond: -1 } },
       { mode: 'none', allow: ['example.com'] },
       { mode: 'open' },
     ]) {
