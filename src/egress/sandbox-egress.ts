@@ -7,14 +7,26 @@ import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetworkPolicy } from '../policy/schema.js';
-import { type EgressEvent, type EgressProxy, type EgressProxyOptions, startEgressProxy } from './proxy.js';
+import type { SecretSession } from '../vault/index.js';
+import {
+  type EgressEvent,
+  type EgressProxy,
+  type EgressProxyLimits,
+  type EgressProxyOptions,
+  startEgressProxy,
+} from './proxy.js';
 import type { EgressRulesInput } from './rules.js';
+import type { EgressServices } from './services.js';
 
 export const EGRESS_SOCKET_NAME = 'egress.sock';
 
 export interface SandboxEgress {
   readonly socketPath: string;
   readonly proxy: EgressProxy;
+  /** Secret name → placeholder, for the sandbox's environment (empty without `network.secrets`). */
+  readonly secretEnv: Readonly<Record<string, string>>;
+  /** System roots plus the installation CA, to mount in the sandbox (absent without services). */
+  readonly trustBundle?: string;
   /** Stops the proxy and removes its socket (and the directory, when this module created it). */
   close(): Promise<void>;
 }
@@ -33,6 +45,10 @@ export interface SandboxEgressOptions {
   sandboxId?: string;
   onEvent?: (e: EgressEvent) => void;
   ask?: EgressProxyOptions['ask'];
+  /** The installation's CA and vault: TLS interception and `network.secrets` need them. */
+  services?: EgressServices;
+  /** Placeholders to keep (a re-adopted warm sandbox already has them in its environment). */
+  placeholders?: Readonly<Record<string, string>>;
 }
 
 export class EgressStartError extends Error {
@@ -53,16 +69,29 @@ export async function startSandboxEgress(options: SandboxEgressOptions): Promise
   const removeDir = () => {
     if (ownDir) rmSync(dir, { recursive: true, force: true });
   };
-  const { network } = options;
+  const { network, services } = options;
   try {
     if (ownDir) chmodSync(dir, 0o711);
+    let secrets: SecretSession | undefined;
+    if (network.secrets.length > 0) {
+      if (!services)
+        throw new Error('network.secrets needs the credential vault, and this engine has none configured');
+      secrets = services.vault.session(network.secrets, options.placeholders);
+    }
     const proxy = await startEgressProxy({
       socketPath: join(dir, EGRESS_SOCKET_NAME),
       rules: options.rules ?? {
         allow: network.allow,
         deny: network.deny,
         allowPrivate: network.allowPrivate,
+        requests: network.requests,
+        intercept: network.intercept,
       },
+      limits: definedLimits(network.limits),
+      ...(services
+        ? { tls: { ca: services.ca, ...(services.upstreamCa ? { upstreamCa: services.upstreamCa } : {}) } }
+        : {}),
+      ...(secrets ? { secrets } : {}),
       ...(options.sandboxId === undefined ? {} : { sandboxId: options.sandboxId }),
       ...(options.onEvent === undefined ? {} : { onEvent: options.onEvent }),
       ...(options.ask === undefined ? {} : { ask: options.ask }),
@@ -76,6 +105,8 @@ export async function startSandboxEgress(options: SandboxEgressOptions): Promise
     return {
       socketPath: proxy.socketPath,
       proxy,
+      secretEnv: secrets?.env ?? {},
+      ...(services ? { trustBundle: services.trustBundle } : {}),
       close: async () => {
         try {
           await proxy.close();
@@ -88,4 +119,11 @@ export async function startSandboxEgress(options: SandboxEgressOptions): Promise
     removeDir();
     throw new EgressStartError(`cannot start the egress proxy: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The policy's proxy budgets, without the fields it leaves to the proxy's defaults. */
+function definedLimits(
+  limits: Extract<NetworkPolicy, { mode: 'proxy' }>['limits'],
+): Partial<EgressProxyLimits> {
+  return Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
 }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startSandboxEgress } from '../egress/sandbox-egress.js';
+import { defaultStateDir, type EgressServices, openEgressServices } from '../egress/services.js';
 import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
@@ -36,6 +37,8 @@ const FD = {
   info: 8,
   block: 9,
   commandSeccomp: 10,
+  // 11: the agent binary (AGENT_FD)
+  trust: 12,
 } as const;
 
 export class SandboxSetupError extends Error {
@@ -58,6 +61,11 @@ export interface LocalEngineOptions {
    * (default nobody, 65534). The sandbox user inside maps to it, never to host root.
    */
   sandboxHostId?: { uid: number; gid: number };
+  /**
+   * The installation's CA and vault for network mode `proxy` (TLS interception, `network.secrets`). Default:
+   * opened from the default state directory on the first proxy-mode run.
+   */
+  egress?: EgressServices;
 }
 
 /** Where the agent comes from: its build path, or a descriptor when bwrap runs as another host uid. */
@@ -127,8 +135,11 @@ export class LocalEngine implements Engine {
   readonly #filters = new Map<SeccompProfileName, Promise<Buffer>>();
   #swept = false;
   #reaped = false;
+  readonly #egressOption: EgressServices | undefined;
+  #services: Promise<EgressServices> | undefined;
 
   constructor(options: LocalEngineOptions = {}) {
+    this.#egressOption = options.egress;
     const host = resolveEngineHost(options);
     this.#bwrap = host.bwrapPath;
     this.#agentPath = host.agentPath;
@@ -159,19 +170,46 @@ export class LocalEngine implements Engine {
     if (request.argv.length === 0) throw new SandboxSetupError('no command given');
     if (this.#hostId !== null) refuseUnwritableBinds(policy, this.#hostId);
     if (policy.network.mode === 'none') return this.#run(request, null);
-    const egress = await startSandboxEgress({ network: policy.network, hostId: this.#hostId }).catch(
-      (err: Error) => {
-        throw new SandboxSetupError(err.message);
-      },
-    );
+    const services = await this.#egressServices();
+    const egress = await startSandboxEgress({
+      network: policy.network,
+      hostId: this.#hostId,
+      services,
+    }).catch((err: Error) => {
+      throw new SandboxSetupError(err.message);
+    });
     try {
-      return await this.#run(request, { socket: egress.socketPath, port: policy.network.port });
+      return await this.#run(request, {
+        plan: {
+          socket: egress.socketPath,
+          port: policy.network.port,
+          trustFd: FD.trust,
+          env: egress.secretEnv,
+        },
+        trustBundle: services.trustBundle,
+      });
     } finally {
       await egress.close();
     }
   }
 
-  async #run(request: RunRequest, egress: NonNullable<PlanContext['egress']> | null): Promise<RunResult> {
+  /** The installation's CA and vault, opened on the first proxy-mode run (see egress/services.ts). */
+  #egressServices(): Promise<EgressServices> {
+    this.#services ??= (
+      this.#egressOption ? Promise.resolve(this.#egressOption) : openEgressServices(defaultStateDir())
+    ).catch((err: Error) => {
+      this.#services = undefined;
+      throw new SandboxSetupError(
+        `cannot open the egress CA and vault: ${err.message}; set IRONCAGE_STATE_DIR to a writable directory`,
+      );
+    });
+    return this.#services;
+  }
+
+  async #run(
+    request: RunRequest,
+    egress: { plan: NonNullable<PlanContext['egress']>; trustBundle: string } | null,
+  ): Promise<RunResult> {
     const { policy } = request;
     const cgroups = this.cgroupHost();
     const enforcement: Enforcement =
@@ -185,7 +223,7 @@ export class LocalEngine implements Engine {
       // The info fd always tells the sandbox's init pid; without a cgroup there is nothing to place before
       // the command starts, so bwrap does not wait on the block fd.
       fds: cgroups === null ? { ...FD, block: undefined } : FD,
-      ...(egress === null ? {} : { egress }),
+      ...(egress === null ? {} : { egress: egress.plan }),
     });
     // bwrap confines everything (agent included) with the `default` filter; a stricter profile is stacked by the
     // agent onto the command alone, because the agent itself must fork and wait.
@@ -196,7 +234,7 @@ export class LocalEngine implements Engine {
       '--status-fd',
       String(FD.status),
       ...stacked,
-      ...(egress === null ? [] : ['--relay', `${egress.port}:${EGRESS_SOCKET_PATH}`]),
+      ...(egress === null ? [] : ['--relay', `${egress.plan.port}:${EGRESS_SOCKET_PATH}`]),
       ...rlimits.flatMap((r) => ['--rlimit', r]),
       '--',
       ...request.argv,
@@ -215,6 +253,7 @@ export class LocalEngine implements Engine {
       const filters = {
         sandbox: await this.#filter('default'),
         command: policy.seccomp === 'default' ? null : await this.#filter(policy.seccomp),
+        trustBundle: egress?.trustBundle ?? null,
       };
       result = await this.#supervise(request, [...bwrapArgs, '--', ...command], filters, cgroup, enforcement);
     } catch (err) {
@@ -250,7 +289,7 @@ export class LocalEngine implements Engine {
   #supervise(
     request: RunRequest,
     args: string[],
-    filters: { sandbox: Buffer; command: Buffer | null },
+    filters: { sandbox: Buffer; command: Buffer | null; trustBundle: string | null },
     cgroup: SandboxCgroup | null,
     enforcement: Enforcement,
   ): Promise<RunResult> {
@@ -283,6 +322,7 @@ export class LocalEngine implements Engine {
           'pipe',
           'pipe',
           agentFd,
+          'pipe',
         ],
       });
     } finally {
@@ -349,7 +389,13 @@ export class LocalEngine implements Engine {
       child.stderr?.on('data', (c: Buffer) => output('stderr', c));
 
       const stdio = child.stdio as unknown as BwrapStdio;
-      feedSetupData(stdio, FD, filters.sandbox, policy);
+      feedSetupData(
+        stdio,
+        FD,
+        filters.sandbox,
+        policy,
+        filters.trustBundle === null ? undefined : { fd: FD.trust, bundle: filters.trustBundle },
+      );
       if (filters.command === null) stdio[FD.commandSeccomp]?.end();
       else stdio[FD.commandSeccomp]?.end(filters.command);
       stdio[FD.status]?.on('data', (c: Buffer) => {

@@ -58,6 +58,8 @@ export interface PlanContext {
     port: number;
     /** A descriptor carrying the trust bundle (system roots + the installation's CA) for TLS interception. */
     trustFd?: number;
+    /** Variables the egress setup provides: one placeholder per vault secret, never a real value. */
+    env?: Readonly<Record<string, string>>;
   };
 }
 
@@ -326,6 +328,7 @@ export function planBwrapArgs(policy: SandboxPolicy, ctx: PlanContext): string[]
   const env = {
     ...(ctx.egress === undefined ? {} : egressProxyEnvironment(ctx.egress.port)),
     ...(trustPath === undefined ? {} : trustEnv(trustPath)),
+    ...ctx.egress?.env,
     ...planEnvironment(policy, ctx.hostEnv),
   };
   for (const [name, value] of Object.entries(env)) {

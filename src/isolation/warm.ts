@@ -45,6 +45,7 @@ const FD = {
   agent: 9,
   token: 10,
   ready: 11,
+  trust: 12,
 } as const;
 
 export class WarmLaunchError extends Error {
@@ -69,6 +70,10 @@ export interface WarmEgressPlan {
   /** File name of the socket in `dir`. */
   socketName: string;
   port: number;
+  /** System roots plus the installation CA, mounted for TLS interception. */
+  trustBundle?: string;
+  /** Secret placeholders for the sandbox's environment. */
+  env?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -107,7 +112,16 @@ export function planWarmBwrapArgs(
   const socket = egress === null ? null : posix.join(egress.dir, egress.socketName);
   const planned = planBwrapArgs(withWorkdirMount(policy), {
     ...ctx,
-    ...(egress === null || socket === null ? {} : { egress: { socket, port: egress.port } }),
+    ...(egress === null || socket === null
+      ? {}
+      : {
+          egress: {
+            socket,
+            port: egress.port,
+            ...(egress.trustBundle === undefined ? {} : { trustFd: FD.trust }),
+            ...(egress.env === undefined ? {} : { env: egress.env }),
+          },
+        }),
   });
   const args = planned.filter((a) => a !== '--die-with-parent');
   if (egress !== null) {
@@ -223,6 +237,7 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
         agentFd,
         'pipe',
         'pipe',
+        'pipe',
       ],
     });
   } finally {
@@ -271,7 +286,14 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
         return;
       }
     }
-    feedSetupData(stdio, FD, req.seccomp, policy);
+    const trustBundle = req.egress?.trustBundle;
+    feedSetupData(
+      stdio,
+      FD,
+      req.seccomp,
+      policy,
+      trustBundle === undefined ? undefined : { fd: FD.trust, bundle: trustBundle },
+    );
     stdio[FD.token]?.end(req.token);
     watchInfo(stdio[FD.info], (initPid) => {
       if (initPid === null) return; // bwrap failed before creating the sandbox; its exit reports why
@@ -287,7 +309,11 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
       child.removeAllListeners('exit');
       child.removeAllListeners('error');
       child.on('error', () => {});
-      for (const s of stdio.slice(3)) if (s !== readyStream) s?.destroy();
+      // The trust bundle is larger than a pipe holds: bwrap may still be reading it, so it closes on its own
+      // once written (destroying it now would hand the sandbox a truncated bundle).
+      const trust = stdio[FD.trust];
+      trust?.on('error', () => {});
+      for (const s of stdio.slice(3)) if (s !== readyStream && s !== trust) s?.destroy();
       child.unref();
       resolve({ bwrapPid: pid, initPid, cgroup, child, ready });
     });

@@ -22,6 +22,7 @@ import { dirname, posix, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
 import { rulesToInput } from '../egress/rules.js';
 import { EGRESS_SOCKET_NAME } from '../egress/sandbox-egress.js';
+import { type EgressServices, openEgressServices } from '../egress/services.js';
 import {
   type CgroupHost,
   openSandboxCgroup,
@@ -62,6 +63,11 @@ export interface SandboxManagerOptions {
   readyTimeoutMs?: number;
   /** Period of the workspace quota check, ms (default 30 s; 0 disables it). */
   quotaCheckMs?: number;
+  /**
+   * The installation's CA and vault for network mode `proxy` (TLS interception, `network.secrets`). Default:
+   * opened from `stateDir` (ca/, vault/) when the first proxy-mode sandbox starts.
+   */
+  egress?: EgressServices;
   /** Size caps of each sandbox's egress audit log (network mode `proxy`; see network.ts). */
   egressLog?: Partial<EgressLogLimits>;
 }
@@ -110,6 +116,7 @@ export class SandboxManager {
   readonly #creating = new Set<string>();
   #engine: Engine | null = null;
   #seccomp: Promise<Buffer> | null = null;
+  #services: Promise<EgressServices> | null = null;
   #state: 'new' | 'started' | 'closed' = 'new';
 
   constructor(options: SandboxManagerOptions) {
@@ -259,7 +266,7 @@ export class SandboxManager {
 
   /** Starts the sandbox's egress proxy and log (network mode `proxy`), with its persisted rules if any. */
   async #startEgress(
-    meta: Pick<SandboxMeta, 'id' | 'policy' | 'hostId' | 'egressRules'>,
+    meta: Pick<SandboxMeta, 'id' | 'policy' | 'hostId' | 'egressRules' | 'secretPlaceholders'>,
     paths: SandboxPaths,
   ): Promise<WarmEgress | null> {
     const network = meta.policy.network;
@@ -267,12 +274,27 @@ export class SandboxManager {
     return startWarmEgress({
       sandboxId: meta.id,
       network,
+      services: await this.#egressServices(),
+      ...(meta.secretPlaceholders === undefined ? {} : { placeholders: meta.secretPlaceholders }),
       ...(meta.egressRules === undefined ? {} : { rules: meta.egressRules }),
       dir: paths.egressDir,
       logPath: paths.egressLog,
       hostId: meta.hostId,
       ...(this.#options.egressLog === undefined ? {} : { logLimits: this.#options.egressLog }),
     });
+  }
+
+  /** The installation's CA and vault: the configured ones, else opened in the state directory on first use. */
+  #egressServices(): Promise<EgressServices> {
+    this.#services ??= (
+      this.#options.egress
+        ? Promise.resolve(this.#options.egress)
+        : openEgressServices(this.#options.stateDir)
+    ).catch((err: Error) => {
+      this.#services = null;
+      throw err;
+    });
+    return this.#services;
   }
 
   #sandbox(
@@ -366,7 +388,17 @@ export class SandboxManager {
         },
         ...(egress === null || policy.network.mode !== 'proxy'
           ? {}
-          : { egress: { dir: paths.egressDir, socketName: EGRESS_SOCKET_NAME, port: policy.network.port } }),
+          : {
+              egress: {
+                dir: paths.egressDir,
+                socketName: EGRESS_SOCKET_NAME,
+                port: policy.network.port,
+                ...(egress.egress.trustBundle === undefined
+                  ? {}
+                  : { trustBundle: egress.egress.trustBundle }),
+                env: egress.egress.secretEnv,
+              },
+            }),
       });
       const bwrap = processIdentity(launched.bwrapPid);
       const init = processIdentity(launched.initPid);
@@ -389,7 +421,12 @@ export class SandboxManager {
         timeoutMs,
         onTimeout,
         state: 'running',
-        ...(egress === null ? {} : { egressRules: rulesToInput(egress.egress.proxy.rules) }),
+        ...(egress === null
+          ? {}
+          : {
+              egressRules: rulesToInput(egress.egress.proxy.rules),
+              secretPlaceholders: { ...egress.egress.secretEnv },
+            }),
       };
       writeMeta(paths.meta, meta);
       const readyMeta = meta;

@@ -45,6 +45,8 @@ export const sandboxMetaSchema = z.object({
   egressRules: z
     .custom<EgressRulesInput>((v) => egressRulesSchema.safeParse(v).success, 'invalid egress rules')
     .optional(),
+  /** Secret name → the placeholder the sandbox holds in its environment (not a secret; the values never are here). */
+  secretPlaceholders: z.record(z.string()).optional(),
 });
 export type SandboxMeta = z.infer<typeof sandboxMetaSchema>;
 

@@ -25,6 +25,7 @@ import { basename, dirname, join } from 'node:path';
 import type { EgressEvent, EgressProxyOptions } from '../egress/proxy.js';
 import { type EgressRules, type EgressRulesInput, replaceRules } from '../egress/rules.js';
 import { type SandboxEgress, startSandboxEgress } from '../egress/sandbox-egress.js';
+import type { EgressServices } from '../egress/services.js';
 import type { NetworkPolicy } from '../policy/schema.js';
 
 export type EgressLogRecord = EgressEvent & { readonly seq: number; readonly time: string };
@@ -270,6 +271,10 @@ export interface WarmEgressOptions {
   hostId: { uid: number; gid: number } | null;
   logLimits?: Partial<EgressLogLimits>;
   ask?: EgressProxyOptions['ask'];
+  /** The installation's CA and vault (TLS interception, `network.secrets`). */
+  services?: EgressServices;
+  /** Secret placeholders the sandbox already holds (re-adoption). */
+  placeholders?: Readonly<Record<string, string>>;
 }
 
 export async function startWarmEgress(options: WarmEgressOptions): Promise<WarmEgress> {
@@ -285,6 +290,8 @@ export async function startWarmEgress(options: WarmEgressOptions): Promise<WarmE
       sandboxId: options.sandboxId,
       ...(options.rules === undefined ? {} : { rules: options.rules }),
       ...(options.ask === undefined ? {} : { ask: options.ask }),
+      ...(options.services === undefined ? {} : { services: options.services }),
+      ...(options.placeholders === undefined ? {} : { placeholders: options.placeholders }),
       onEvent: (event) => {
         const record = log.append(event);
         runtime.listener?.(record);

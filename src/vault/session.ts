@@ -20,6 +20,14 @@ export interface SessionSecret {
   readonly name: string;
   readonly value: Buffer;
   readonly binding: SecretBinding;
+  /** Keep this placeholder instead of drawing a new one (a re-adopted sandbox already holds it). */
+  readonly placeholder?: string;
+}
+
+/** Is `placeholder` of the form this module draws for secret `name` (so a stored one can be trusted back)? */
+export function isPlaceholderFor(name: string, placeholder: string): boolean {
+  const prefix = `ironcage_ph_${name.toLowerCase()}_`;
+  return placeholder.startsWith(prefix) && /^[a-z2-7]{26}$/.test(placeholder.slice(prefix.length));
 }
 
 export type RequestCheck =
@@ -97,7 +105,7 @@ export class SecretSession {
     const env: Record<string, string> = Object.create(null);
     for (const s of secrets) {
       if (entries.some((e) => e.name === s.name)) continue;
-      const placeholder = `ironcage_ph_${s.name.toLowerCase()}_${randomToken()}`;
+      const placeholder = s.placeholder ?? `ironcage_ph_${s.name.toLowerCase()}_${randomToken()}`;
       const rules = s.binding.hosts.map((h) => {
         const rule = parseRule(h);
         if (rule.kind !== 'domain')

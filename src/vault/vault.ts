@@ -32,7 +32,7 @@ import { inspect } from 'node:util';
 import { z } from 'zod';
 import { DestinationError } from '../egress/destination.js';
 import { parseRule, RuleSyntaxError } from '../egress/rules.js';
-import { SecretSession } from './session.js';
+import { isPlaceholderFor, SecretSession } from './session.js';
 
 export interface SecretBinding {
   /** Egress domain rules (rules.ts syntax): where the real value may be sent. At least one. */
@@ -216,7 +216,11 @@ export class Vault {
   }
 
   /** Starts a per-sandbox session with fresh placeholders for these secrets (NOT_FOUND if any is missing). */
-  session(names: readonly string[]): SecretSession {
+  /**
+   * `placeholders` keeps earlier placeholders (a re-adopted sandbox already holds them); only well-formed ones
+   * for these names are taken, the rest are fresh.
+   */
+  session(names: readonly string[], placeholders?: Readonly<Record<string, string>>): SecretSession {
     const state = this.#refresh();
     const wanted = [...new Set(names)];
     const missing = wanted.filter((n) => !state.secrets.has(n));
@@ -229,7 +233,13 @@ export class Vault {
     return new SecretSession(
       wanted.map((n) => {
         const s = state.secrets.get(n) as StoredSecret;
-        return { name: n, value: this.#decrypt(s), binding: bindingOf(s) };
+        const kept = placeholders?.[n];
+        return {
+          name: n,
+          value: this.#decrypt(s),
+          binding: bindingOf(s),
+          ...(kept !== undefined && isPlaceholderFor(n, kept) ? { placeholder: kept } : {}),
+        };
       }),
     );
   }
