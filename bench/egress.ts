@@ -28,10 +28,27 @@ const NAME = 'bench.test';
 
 type Role =
   | { role: 'upstream'; dir: string }
-  | { role: 'proxy'; dir: string; socketPath: string; upstreamCa: string };
+  | { role: 'proxy'; dir: string; socketPath: string; upstreamCa: string }
+  | { role: 'memory'; dir: string; count: number };
 
 /** Child process roles: report `{ ready, ... }` to the parent once listening. */
 async function child(role: Role): Promise<void> {
+  if (role.role === 'memory') {
+    const proxies: EgressProxy[] = [];
+    for (let i = 0; i < role.count; i++) {
+      proxies.push(
+        await startEgressProxy({
+          socketPath: join(role.dir, `m${i}.sock`),
+          rules: { allow: [NAME] },
+          resolve: async () => [],
+        }),
+      );
+    }
+    global.gc?.();
+    await new Promise((r) => setTimeout(r, 200));
+    process.send?.({ ready: true, rss: process.memoryUsage().rss, proxies: proxies.length });
+    return;
+  }
   if (role.role === 'upstream') {
     const pki = await CertificateAuthority.loadOrCreate(join(role.dir, 'upstream-ca'));
     const leaf = await pki.issueForHosts([NAME]);
@@ -66,7 +83,10 @@ async function child(role: Role): Promise<void> {
 }
 
 function start(role: Role): Promise<{ proc: ChildProcess; info: Record<string, unknown> }> {
-  const proc = fork(fileURLToPath(import.meta.url), [JSON.stringify(role)], { stdio: 'inherit' });
+  const proc = fork(fileURLToPath(import.meta.url), [JSON.stringify(role)], {
+    stdio: 'inherit',
+    execArgv: ['--expose-gc'],
+  });
   return new Promise((ok, fail) => {
     proc.once('message', (info) => ok({ proc, info: info as Record<string, unknown> }));
     proc.once('exit', (code) => fail(new Error(`${role.role} exited with ${code}`)));
@@ -76,7 +96,9 @@ function start(role: Role): Promise<{ proc: ChildProcess; info: Record<string, u
 /** One request on a fresh connection; resolves when the whole response body has arrived. */
 function get(options: RequestOptions, secure = false): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = (secure ? httpsRequest : httpRequest)({ ...options, agent: false }, (res) => {
+    // createConnection only counts without an agent; a fresh connection per request either way.
+    const opts = options.createConnection ? options : { ...options, agent: false };
+    const req = (secure ? httpsRequest : httpRequest)(opts, (res) => {
       res.resume();
       res.on('end', () =>
         res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`)),
@@ -123,27 +145,15 @@ async function throughput(run: () => Promise<void>, inFlight: number, ms: number
   return done / (ms / 1000);
 }
 
-/** Host memory of idle proxies: heap + external + RSS growth per proxy, in this process. */
-async function memoryPerProxy(dir: string, count: number): Promise<{ rssKiB: number; heapKiB: number }> {
-  global.gc?.();
-  const before = process.memoryUsage();
-  const proxies: EgressProxy[] = [];
-  for (let i = 0; i < count; i++) {
-    proxies.push(
-      await startEgressProxy({
-        socketPath: join(dir, `m${i}.sock`),
-        rules: { allow: [NAME] },
-        resolve: async () => [],
-      }),
-    );
-  }
-  global.gc?.();
-  const after = process.memoryUsage();
-  for (const p of proxies) await p.close();
-  return {
-    rssKiB: (after.rss - before.rss) / 1024 / count,
-    heapKiB: (after.heapUsed + after.external - before.heapUsed - before.external) / 1024 / count,
+/** Host memory of one idle proxy: RSS of a process holding `count` proxies minus one holding none. */
+async function memoryPerProxy(dir: string, count: number): Promise<number> {
+  const rss = async (n: number): Promise<number> => {
+    const { proc, info } = await start({ role: 'memory', dir, count: n });
+    proc.kill();
+    return Number(info.rss);
   };
+  const empty = await rss(0);
+  return (await rss(count)) - empty;
 }
 
 async function main(): Promise<void> {
@@ -209,13 +219,14 @@ async function main(): Promise<void> {
         }),
       );
     }
-    const memory = await memoryPerProxy(dir, 200);
+    const count = 500;
+    const grown = await memoryPerProxy(dir, count);
     table(
-      'Host memory per idle sandbox proxy (200 proxies in one process)',
-      ['measure', 'KiB per proxy'],
+      `Host memory per idle sandbox proxy (${count} proxies in one process vs none)`,
+      ['measure', 'value'],
       [
-        ['RSS growth', memory.rssKiB.toFixed(1)],
-        ['JS heap + external growth', memory.heapKiB.toFixed(1)],
+        ['RSS growth, total', `${(grown / 1024 / 1024).toFixed(1)} MiB`],
+        ['per proxy', `${(grown / 1024 / count).toFixed(1)} KiB`],
       ],
     );
   } finally {

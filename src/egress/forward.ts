@@ -79,6 +79,9 @@ export interface ForwardContext {
   track(socket: net.Socket): void;
 }
 
+/** Upstream sockets already tracked and given their idle timeout. */
+const prepared = new WeakSet<net.Socket>();
+
 type ClientRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type ClientResponse = http.ServerResponse | http2.Http2ServerResponse;
 
@@ -249,13 +252,16 @@ export function forwardRequest(
     if (!connected) upstreamReq.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
   }, ctx.connectTimeoutMs);
   upstreamReq.on('socket', (s: net.Socket) => {
-    ctx.track(s);
     const ready = (): void => {
       connected = true;
       clearTimeout(timer);
     };
     if (!s.connecting) ready();
     else s.once('connect', ready);
+    // A pooled keep-alive socket comes back for many requests: set it up once.
+    if (prepared.has(s)) return;
+    prepared.add(s);
+    ctx.track(s);
     s.setTimeout(ctx.idleTimeoutMs, () => s.destroy());
   });
   const failUpstream = (status: number, rule: string, reason: string, secret?: string): void => {

@@ -17,6 +17,8 @@ import type { ForwardTarget } from './forward.js';
 import type { CertificateAuthority } from './tls/ca.js';
 
 export interface Interceptor {
+  /** Closes the pooled upstream connections. */
+  close(): void;
   /**
    * Terminate TLS on `client` (the 200 reply already sent) and serve its requests with `forward`. `done` runs
    * once when the tunnel is over, with the bytes it carried, or with a refusal (SNI naming another host).
@@ -49,6 +51,15 @@ export interface InterceptorOptions {
 const MAX_CONTEXTS = 1000;
 
 export function createInterceptor(options: InterceptorOptions): Interceptor {
+  // Upstream TLS connections are pooled per proxy (keyed by address, port and server name), so a sandbox that
+  // opens a tunnel per request does not pay a second handshake for each: the dominant cost of interception.
+  const agent = new https.Agent({
+    keepAlive: true,
+    maxSockets: 32,
+    maxFreeSockets: 8,
+    timeout: options.idleTimeoutMs,
+    ...(options.upstreamCa ? { ca: [...options.upstreamCa] } : {}),
+  });
   // Parsing PEM into a SecureContext costs more than the TLS handshake's own work on a warm cache: keep them.
   const contexts = new Map<string, tls.SecureContext>();
   async function contextFor(host: string): Promise<tls.SecureContext> {
@@ -62,6 +73,7 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
   }
 
   return {
+    close: () => agent.destroy(),
     async intercept(client, target, forward, done) {
       const host =
         target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
@@ -73,11 +85,6 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
         done({ bytesUp: 0, bytesDown: 0 });
         return;
       }
-      const agent = new https.Agent({
-        keepAlive: true,
-        maxSockets: 16,
-        ...(options.upstreamCa ? { ca: [...options.upstreamCa] } : {}),
-      });
       const full: ForwardTarget = { ...target, scheme: 'https', agent };
       // One TLS server per tunnel, so every request it parses belongs to this tunnel's admitted target. Built
       // without a certificate of its own (cheap) and handed the cached context for the CONNECT host; an IP
@@ -115,7 +122,6 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
       const finish = (): void => {
         if (finished) return;
         finished = true;
-        agent.destroy();
         client.destroy();
         done({
           bytesUp: tlsSocket?.bytesRead ?? 0,

@@ -295,7 +295,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     onConnect: () => void,
     onFail: (code: string) => void,
   ): net.Socket {
-    const upstream = net.connect({ host: address, port, allowHalfOpen: true });
+    const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
     track(upstream);
     let settled = false;
     const timer = setTimeout(() => fail('ETIMEDOUT'), limits.connectTimeoutMs);
@@ -766,6 +766,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
       if (closed) return;
       closed = true;
       const stopped = new Promise<void>((ok) => server.close(() => ok()));
+      interceptor?.close();
       for (const s of sockets) s.destroy();
       httpServer.close();
       await stopped;
