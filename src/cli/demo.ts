@@ -2,9 +2,11 @@
  * `ironcage demo`: runs a few ordinary and a few hostile commands in sandboxes and shows what happened to each.
  * It is the quick start's "see it work" step; every line is a real run on this machine.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { openEgressServices } from '../egress/services.js';
 import { LocalEngine } from '../isolation/local-engine.js';
 import { resolvePolicy } from '../policy/merge.js';
 import type { SandboxPolicyInput } from '../policy/schema.js';
@@ -106,6 +108,48 @@ except OSError as e:
   },
 ];
 
+/** Fetches a URL with urllib through the sandbox's proxy; prints the status and the rule that decided. */
+const fetchUrl = (url: string) =>
+  py(`import urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(${JSON.stringify(url)}, timeout=5); print('ALLOWED', r.status)
+except urllib.error.HTTPError as e:
+    print('BLOCKED', e.code, e.headers.get('X-Ironcage-Denied-Rule'))
+except OSError as e:
+    print('BLOCKED', e)`);
+
+/** Egress: a proxy-mode sandbox may reach only what its rules allow, and holds placeholders, not secrets. */
+const proxied: SandboxPolicyInput = {
+  network: { mode: 'proxy', allow: ['pypi.org'], secrets: ['DEMO_TOKEN'] },
+};
+const egressScenes: Scene[] = [
+  {
+    title: 'HTTP to a domain not allowed',
+    argv: fetchUrl('http://example.com/'),
+    layer: proxied,
+    verdict: blocked,
+  },
+  {
+    title: 'cloud metadata 169.254.169.254',
+    argv: fetchUrl('http://169.254.169.254/latest/meta-data/'),
+    layer: proxied,
+    verdict: blocked,
+  },
+  {
+    title: 'socket around the proxy',
+    argv: tryIt("socket.create_connection(('1.1.1.1', 80), timeout=2)"),
+    layer: proxied,
+    verdict: blocked,
+  },
+  {
+    title: 'read the secret DEMO_TOKEN',
+    argv: ['sh', '-c', 'echo "$DEMO_TOKEN"'],
+    layer: proxied,
+    verdict: (_r, out) =>
+      out.startsWith('ironcage_ph_') ? `a placeholder: ${out.slice(0, 24)}...` : `NOT BLOCKED: ${out}`,
+  },
+];
+
 /** A warm sandbox: created once, a background process keeps state across commands, pause and snapshot. */
 async function warmScenes(): Promise<number> {
   const { SandboxManager } = await import('../sandbox/manager.js');
@@ -159,13 +203,9 @@ async function warmScenes(): Promise<number> {
   }
 }
 
-export async function demoCommand(): Promise<number> {
-  const engine = new LocalEngine();
-  process.stdout.write(
-    'ironcage demo: each line is a real sandbox run on this machine (preset: default)\n\n',
-  );
+async function runScenes(engine: LocalEngine, list: Scene[]): Promise<number> {
   let failures = 0;
-  for (const scene of scenes) {
+  for (const scene of list) {
     const chunks: Buffer[] = [];
     const result = await engine.run({
       policy: resolvePolicy('default', { limits: { wallTimeMs: 10_000 } }, scene.layer ?? {}),
@@ -177,6 +217,30 @@ export async function demoCommand(): Promise<number> {
     if (verdict.startsWith('NOT BLOCKED') || result.outcome === 'setup-error') failures++;
     process.stdout.write(`  ${scene.title.padEnd(30)} ${verdict}  [${Math.round(result.wallMs)} ms]\n`);
   }
+  return failures;
+}
+
+export async function demoCommand(): Promise<number> {
+  // The demo's own CA and vault, in a temporary state directory: it leaves nothing behind.
+  const stateDir = mkdtempSync(join(tmpdir(), 'ironcage-demo-egress-'));
+  try {
+    const services = await openEgressServices(stateDir, { vaultKey: randomBytes(32) });
+    // A made-up value, generated now; the demo shows the sandbox never sees it.
+    services.vault.set('DEMO_TOKEN', randomBytes(24).toString('hex'), { hosts: ['pypi.org'] });
+    const engine = new LocalEngine({ egress: services });
+    process.stdout.write(
+      'ironcage demo: each line is a real sandbox run on this machine (preset: default)\n\n',
+    );
+    let failures = await runScenes(engine, scenes);
+    process.stdout.write('\negress gateway (network.mode proxy: allow pypi.org, secret DEMO_TOKEN):\n');
+    failures += await runScenes(engine, egressScenes);
+    return await warmAndSummary(failures);
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function warmAndSummary(failures: number): Promise<number> {
   process.stdout.write('\nwarm sandboxes (kept between commands):\n');
   failures += await warmScenes();
   process.stdout.write(

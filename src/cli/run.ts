@@ -23,6 +23,11 @@ options:
   --timeout S       wall-clock limit in seconds
   --memory MB       memory limit in MiB
   --pids N          process/thread limit
+  --allow RULE      network through the sandbox's egress proxy, allowing RULE: example.com, *.example.com,
+                    example.com:443, 10.0.0.0/8 (repeatable; everything else is refused, with the reason)
+  --deny RULE       refuse RULE even if an --allow covers it (repeatable)
+  --allow-private A let the proxy reach a private/loopback address or CIDR A (repeatable)
+  --secret NAME     give the sandbox a placeholder for vault secret NAME (repeatable; needs --allow)
   --json            print the typed result (with stdout/stderr) as JSON instead of passing output through
 
 exit codes: the command's own; 128+N when it died of signal N; 124 timeout; 125 refused or setup failed.
@@ -45,10 +50,18 @@ function flagLayer(values: Record<string, string | boolean | string[] | undefine
   }
   const limits = { wallTimeMs: num('timeout', 1000), memoryMb: num('memory', 1), processes: num('pids', 1) };
   const workdir = values.workdir as string | undefined;
+  const egress = {
+    allow: list('allow'),
+    deny: list('deny'),
+    allowPrivate: list('allow-private'),
+    secrets: list('secret'),
+  };
+  const proxied = Object.values(egress).some((l) => l.length > 0);
   return {
     filesystem: { readOnly: list('ro'), writable: list('rw'), ...(workdir ? { workdir } : {}) },
     limits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
     env: { pass: list('env'), set },
+    ...(proxied ? { network: { mode: 'proxy' as const, ...egress } } : {}),
   };
 }
 
@@ -67,6 +80,10 @@ export async function runCommand(argv: string[]): Promise<number> {
       timeout: { type: 'string' },
       memory: { type: 'string' },
       pids: { type: 'string' },
+      allow: { type: 'string', multiple: true },
+      deny: { type: 'string', multiple: true },
+      'allow-private': { type: 'string', multiple: true },
+      secret: { type: 'string', multiple: true },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },

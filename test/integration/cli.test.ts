@@ -40,6 +40,34 @@ describe('ironcage CLI', { concurrency: 4 }, () => {
     assert.equal(typeof result.wallMs, 'number');
   });
 
+  test('--allow gives the sandbox its egress proxy; anything else is refused with the rule', () => {
+    const fetch = [
+      'import urllib.request, urllib.error',
+      'for url in ("http://denied.example.org/", "http://169.254.169.254/"):',
+      '    try: urllib.request.urlopen(url, timeout=5); print("ALLOWED")',
+      '    except urllib.error.HTTPError as e: print(e.code, e.headers.get("X-Ironcage-Denied-Rule"))',
+    ].join('\n');
+    const r = spawnSync(
+      process.execPath,
+      [cli, 'run', '--allow', 'allowed.example.org', '--', 'python3', '-c', fetch],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, IRONCAGE_STATE_DIR: join(dir, 'state') },
+      },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '403 default-deny\n403 class:metadata\n');
+  });
+
+  test('demo runs every scene, egress included, and exits 0', () => {
+    const r = spawnSync(process.execPath, [cli, 'demo'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /HTTP to a domain not allowed +blocked: 403 default-deny/);
+    assert.match(r.stdout, /read the secret DEMO_TOKEN +a placeholder: ironcage_ph_demo_token_/);
+    assert.match(r.stdout, /Everything hostile was contained/);
+  });
+
   test('--timeout ends with exit code 124 and says which limit', () => {
     const r = ironcage(['run', '--timeout', '0.5', '--', 'sleep', '30']);
     assert.equal(r.status, 124);
