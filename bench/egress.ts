@@ -120,7 +120,10 @@ function getThroughTunnel(socketPath: string, port: number, ca: string): Promise
       head += chunk.toString('latin1');
       if (!head.includes('\r\n\r\n')) return;
       raw.off('data', onData);
-      if (!head.startsWith('HTTP/1.1 200')) return reject(new Error(head.split('\r\n')[0]));
+      if (!head.startsWith('HTTP/1.1 200')) {
+        reject(new Error(head.split('\r\n')[0]));
+        return;
+      }
       const socket = tlsConnect({ socket: raw, servername: NAME, ca, ALPNProtocols: ['http/1.1'] });
       socket.on('error', reject);
       get({ createConnection: () => socket, host: NAME, path: '/', headers: { connection: 'close' } }, true)
