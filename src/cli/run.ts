@@ -1,6 +1,7 @@
 /** `ironcage run`: one command in a fresh sandbox, stdio and exit code passed through. */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { EgressEvent } from '../egress/forward.js';
 import { LocalEngine } from '../isolation/local-engine.js';
 import { parsePolicyLayer, resolvePolicy } from '../policy/merge.js';
 import { type PresetName, presetNames } from '../policy/presets.js';
@@ -28,7 +29,7 @@ options:
   --deny RULE       refuse RULE even if an --allow covers it (repeatable)
   --allow-private A let the proxy reach a private/loopback address or CIDR A (repeatable)
   --secret NAME     give the sandbox a placeholder for vault secret NAME (repeatable; needs --allow)
-  --json            print the typed result (with stdout/stderr) as JSON instead of passing output through
+  --json            print the typed result (with stdout/stderr, and the egress audit events) as JSON
 
 exit codes: the command's own; 128+N when it died of signal N; 124 timeout; 125 refused or setup failed.
 `;
@@ -109,7 +110,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  const captured = { stdout: [] as Buffer[], stderr: [] as Buffer[], egress: [] as EgressEvent[] };
   let result: RunResult;
   try {
     result = await engine.run({
@@ -119,6 +120,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       signal: controller.signal,
       onStdout: (c) => (values.json ? captured.stdout.push(c) : process.stdout.write(c)),
       onStderr: (c) => (values.json ? captured.stderr.push(c) : process.stderr.write(c)),
+      onEgress: (e) => captured.egress.push(e),
     });
   } finally {
     process.off('SIGINT', stop);
@@ -127,7 +129,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (values.json) {
     const stdout = Buffer.concat(captured.stdout).toString('utf8');
     const stderr = Buffer.concat(captured.stderr).toString('utf8');
-    process.stdout.write(`${JSON.stringify({ ...result, stdout, stderr }, null, 2)}\n`);
+    const egress = policy.network.mode === 'proxy' ? { egress: captured.egress } : {};
+    process.stdout.write(`${JSON.stringify({ ...result, stdout, stderr, ...egress }, null, 2)}\n`);
   } else if (result.outcome !== 'exit' && result.message) {
     process.stderr.write(`ironcage: ${result.outcome}: ${result.message}\n`);
   }

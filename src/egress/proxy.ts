@@ -289,32 +289,41 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     return { ok: true, decision, dial: first, ...(decision.rule ? { rule: decision.rule } : {}) };
   }
 
+  /**
+   * Connect to the first of the vetted addresses that answers (at most four tried, each with the connect
+   * timeout): a name with a dead IPv6 answer still works over IPv4. Only vetted addresses are ever dialled.
+   */
   function dial(
-    address: string,
+    addresses: readonly string[],
     port: number,
-    onConnect: () => void,
-    onFail: (code: string) => void,
-  ): net.Socket {
-    const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
-    track(upstream);
-    let settled = false;
-    const timer = setTimeout(() => fail('ETIMEDOUT'), limits.connectTimeoutMs);
-    const fail = (code: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      upstream.destroy();
-      onFail(code);
+    onConnect: (upstream: net.Socket, address: string) => void,
+    onFail: (code: string, address: string) => void,
+  ): void {
+    const candidates = addresses.slice(0, 4);
+    const attempt = (index: number): void => {
+      const address = candidates[index] ?? '';
+      const upstream = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+      track(upstream);
+      let settled = false;
+      const timer = setTimeout(() => fail('ETIMEDOUT'), limits.connectTimeoutMs);
+      const fail = (code: string): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        upstream.destroy();
+        if (index + 1 < candidates.length && !closed) attempt(index + 1);
+        else onFail(code, address);
+      };
+      upstream.once('error', (err) => fail(errorCode(err)));
+      upstream.once('connect', () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        upstream.setTimeout(limits.idleTimeoutMs, () => upstream.destroy());
+        onConnect(upstream, address);
+      });
     };
-    upstream.once('error', (err) => fail(errorCode(err)));
-    upstream.once('connect', () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      upstream.setTimeout(limits.idleTimeoutMs, () => upstream.destroy());
-      onConnect();
-    });
-    return upstream;
+    attempt(0);
   }
 
   /**
@@ -504,9 +513,9 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     openTunnel(client, admission, port, head, started, {
       protocol: 'connect',
       established: () => 'HTTP/1.1 200 Connection Established\r\n\r\n',
-      failed: (code, destination) => {
+      failed: (code, destination, address) => {
         const status = code === 'ETIMEDOUT' ? 504 : 502;
-        const reason = `could not reach ${destination} at ${admission.dial} (${code})`;
+        const reason = `could not reach ${destination} at ${address} (${code})`;
         return {
           status,
           bytes: rawResponse(status, { 'X-Ironcage-Reason': headerSafe(reason) }, `${reason}\n`),
@@ -530,7 +539,11 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     how: {
       protocol: 'connect' | 'socks5';
       established: () => string | Buffer;
-      failed: (code: string, destination: string) => { bytes: string | Buffer; status?: number };
+      failed: (
+        code: string,
+        destination: string,
+        address: string,
+      ) => { bytes: string | Buffer; status?: number };
       status?: number;
     },
   ): void {
@@ -539,39 +552,25 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     const base = {
       protocol: how.protocol,
       destination,
-      resolvedIp: admission.dial,
       ...(admission.rule ? { rule: admission.rule } : {}),
       ...(how.status === undefined ? {} : { status: how.status }),
     };
-    const upstream = dial(
-      admission.dial,
+    dial(
+      admission.decision.dial ?? [admission.dial],
       port,
-      () => {
+      (upstream, address) => {
         client.write(how.established());
-        const joined = splice(client, upstream, (bytesUp, bytesDown) =>
+        const at = { ...base, resolvedIp: address };
+        const joined = splice(client, upstream, (bytesUp, bytesDown) => {
+          const outcome = { bytesUp, bytesDown, durationMs: Date.now() - started };
           emit(
             refusedBy
-              ? {
-                  type: 'denied',
-                  ...base,
-                  rule: refusedBy,
-                  decision: 'deny',
-                  bytesUp,
-                  bytesDown,
-                  durationMs: Date.now() - started,
-                }
-              : {
-                  type: 'connection',
-                  ...base,
-                  decision: 'allow',
-                  bytesUp,
-                  bytesDown,
-                  durationMs: Date.now() - started,
-                },
-          ),
-        );
+              ? { type: 'denied', ...at, rule: refusedBy, decision: 'deny', ...outcome }
+              : { type: 'connection', ...at, decision: 'allow', ...outcome },
+          );
+        });
         let refusedBy: string | undefined;
-        const host = admitted ?? { kind: 'ip' as const, version: 4 as const, address: admission.dial };
+        const host = admitted ?? { kind: 'ip' as const, version: 4 as const, address };
         void checkFirstFlight(client, early, host, limits.idleTimeoutMs).then((first) => {
           if (first.ok) {
             joined.release(first.bytes);
@@ -582,12 +581,13 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
           client.destroy();
         });
       },
-      (code) => {
-        const failure = how.failed(code, destination);
+      (code, address) => {
+        const failure = how.failed(code, destination, address);
         client.end(failure.bytes);
         emit({
           type: 'connection',
           ...base,
+          resolvedIp: address,
           decision: 'error',
           bytesUp: 0,
           bytesDown: 0,

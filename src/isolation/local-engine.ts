@@ -175,6 +175,7 @@ export class LocalEngine implements Engine {
       network: policy.network,
       hostId: this.#hostId,
       services,
+      ...(request.onEgress ? { onEvent: request.onEgress } : {}),
     }).catch((err: Error) => {
       throw new SandboxSetupError(err.message);
     });

@@ -3,6 +3,7 @@
  * Kubernetes later) offers. Engines hold no process-global state: many runs with different policies may be
  * in flight at once on one engine.
  */
+import type { EgressEvent } from '../egress/forward.js';
 import type { SandboxPolicy } from '../policy/schema.js';
 
 /** How a run ended. `setup-error` means the sandbox never started the command. */
@@ -51,6 +52,8 @@ export interface RunRequest {
   onStderr?: (chunk: Buffer) => void;
   /** Aborting kills the whole tree; the result's outcome is `aborted`. */
   signal?: AbortSignal;
+  /** Network mode `proxy`: every audited egress event (connections, requests, refusals) of this run. */
+  onEgress?: (event: EgressEvent) => void;
 }
 
 export interface Engine {

@@ -58,6 +58,21 @@ describe('ironcage CLI', { concurrency: 4 }, () => {
     );
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, '403 default-deny\n403 class:metadata\n');
+    const json = spawnSync(
+      process.execPath,
+      [cli, 'run', '--json', '--allow', 'allowed.example.org', '--', 'python3', '-c', fetch],
+      { encoding: 'utf8', timeout: 30_000, env: { ...process.env, IRONCAGE_STATE_DIR: join(dir, 'state') } },
+    );
+    const events = (
+      JSON.parse(json.stdout) as { egress: { type: string; destination: string; rule: string }[] }
+    ).egress;
+    assert.deepEqual(
+      events.map((e) => [e.type, e.destination, e.rule]),
+      [
+        ['denied', 'denied.example.org:80', 'default-deny'],
+        ['denied', '169.254.169.254:80', 'class:metadata'],
+      ],
+    );
   });
 
   test('demo runs every scene, egress included, and exits 0', () => {

@@ -355,6 +355,29 @@ describe('egress proxy: DNS pinning', () => {
   });
 });
 
+describe('egress proxy: dialling', () => {
+  test('a tunnel falls back to the next vetted address when the first refuses', async () => {
+    // ::1 answers first, but the echo server listens on 127.0.0.1 only.
+    const dns = fakeResolver({ 'dual.test': ['::1', '127.0.0.1'] });
+    const { proxy, events } = await proxyWith({
+      rules: { allow: ['dual.test'], allowPrivate: ['127.0.0.1/32', '::1/128'] },
+      resolve: dns.resolve,
+    });
+    const { got, socket } = await rawExchange(
+      proxy,
+      `CONNECT dual.test:${echoPort} HTTP/1.1\r\nHost: dual.test\r\n\r\n`,
+      (b) => b.includes('\r\n\r\n'),
+    );
+    assert.match(got.toString(), /^HTTP\/1\.1 200/);
+    socket.write('ping');
+    assert.equal((await readMore(socket, 4)).toString(), 'ping');
+    socket.destroy();
+    await waitFor(() => events.some((e) => e.type === 'connection'));
+    assert.equal(events.find((e) => e.type === 'connection')?.resolvedIp, '127.0.0.1');
+    assert.deepEqual(dns.calls, ['dual.test'], 'no second lookup for the fallback');
+  });
+});
+
 describe('egress proxy: live rules, ask, limits, close', () => {
   test('mergeRules and setRules change the verdict of the next request', async () => {
     const dns = fakeResolver({ 'later.test': ['127.0.0.1'] });
