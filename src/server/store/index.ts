@@ -1,0 +1,24 @@
+export { decodeCursor, encodeCursor } from './cursor.js';
+export { StoreError, type StoreErrorCode } from './errors.js';
+export { type Migration, SQLITE_MIGRATIONS } from './migrations.js';
+export { openSqliteStore, type SqliteStoreOptions } from './sqlite.js';
+export {
+  type ApiKeyRecord,
+  type AuditEvent,
+  type AuditPage,
+  type AuditQuery,
+  type KeyLimits,
+  type NewApiKey,
+  type NewAuditEvent,
+  type NewSandbox,
+  type Page,
+  type RecordSandboxOptions,
+  type SandboxMetadata,
+  type SandboxQuery,
+  type SandboxRecord,
+  SCOPES,
+  type Scope,
+  type Store,
+  type StoredApiKey,
+  type TemplateRecord,
+} from './types.js';
