@@ -17,4 +17,6 @@ await build({
   platform: 'node',
   target: 'node20',
   logLevel: 'warning',
+  // A native addon cannot be bundled: the server's store loads it from node_modules at run time.
+  external: ['better-sqlite3'],
 });

@@ -86,6 +86,7 @@ export async function startSandboxEgress(options: SandboxEgressOptions): Promise
         allowPrivate: network.allowPrivate,
         requests: network.requests,
         intercept: network.intercept,
+        onUndecided: network.onUndecided,
       },
       limits: definedLimits(network.limits),
       ...(services

@@ -78,6 +78,8 @@ const egressRuleLists = {
     .default([]),
   /** https:// hosts to TLS-intercept for auditing even without request rules or secrets. */
   intercept: z.array(z.string()).default([]),
+  /** Destinations no rule decides: `deny`, or `ask` the manager's approval hook (refused when there is none). */
+  onUndecided: z.enum(['deny', 'ask']).default('deny'),
 };
 
 /** Per-sandbox proxy budgets (docs/egress-policy.md); absent fields keep the proxy's defaults. */
@@ -125,6 +127,7 @@ export const networkSchema = z
       allowPrivate: network.allowPrivate,
       requests: network.requests,
       intercept: network.intercept,
+      onUndecided: network.onUndecided,
     });
     if (!checked.success) for (const issue of checked.error.issues) ctx.addIssue(issue);
   });

@@ -20,6 +20,7 @@ import {
 } from 'node:fs';
 import { dirname, posix, resolve } from 'node:path';
 import { AgentClient } from '../agent/client.js';
+import type { EgressAskRequest } from '../egress/proxy.js';
 import { rulesToInput } from '../egress/rules.js';
 import { EGRESS_SOCKET_NAME } from '../egress/sandbox-egress.js';
 import { type EgressServices, openEgressServices } from '../egress/services.js';
@@ -70,6 +71,11 @@ export interface SandboxManagerOptions {
   egress?: EgressServices;
   /** Size caps of each sandbox's egress audit log (network mode `proxy`; see network.ts). */
   egressLog?: Partial<EgressLogLimits>;
+  /**
+   * Asked about destinations no rule decides when a sandbox's rules say `onUndecided: 'ask'` (the approvals
+   * flow); absent means those are refused. Gets the sandbox id with each request.
+   */
+  egressAsk?: (request: EgressAskRequest) => Promise<boolean>;
 }
 
 export interface CreateOptions {
@@ -275,6 +281,7 @@ export class SandboxManager {
       sandboxId: meta.id,
       network,
       services: await this.#egressServices(),
+      ...(this.#options.egressAsk ? { ask: this.#options.egressAsk } : {}),
       ...(meta.secretPlaceholders === undefined ? {} : { placeholders: meta.secretPlaceholders }),
       ...(meta.egressRules === undefined ? {} : { rules: meta.egressRules }),
       dir: paths.egressDir,

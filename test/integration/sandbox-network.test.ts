@@ -417,3 +417,42 @@ describe('warm plan with egress (pure)', () => {
     assert.ok(!warmAgentCommand(30).includes('--relay'));
   });
 });
+
+describe('warm sandbox egress: the ask hook', { skip }, () => {
+  test('undecided destinations go to the manager egressAsk hook, with the sandbox id', async () => {
+    const state = tempStateDir('net-ask');
+    const asked: { sandboxId?: string; destination: string }[] = [];
+    const manager = new SandboxManager({
+      stateDir: state.dir,
+      onStartup: 'reap',
+      // Approves the "allowed" server only: a human's answer, scripted.
+      egressAsk: async (request) => {
+        asked.push({
+          ...(request.sandboxId ? { sandboxId: request.sandboxId } : {}),
+          destination: request.destination,
+        });
+        return request.destination === `127.0.0.1:${servers.allowed.port}`;
+      },
+    });
+    try {
+      await manager.start();
+      const sandbox = await manager.create({
+        id: 'net-ask',
+        timeoutMs: null,
+        policy: { network: { mode: 'proxy', allowPrivate: ['127.0.0.1'], onUndecided: 'ask' } },
+      });
+      const approved = await curl(sandbox, 'allowed');
+      assert.equal(approved.status, '200', approved.stderr);
+      const refused = await curl(sandbox, 'other');
+      assert.deepEqual([refused.status, refused.rule], ['403', 'ask:refused']);
+      assert.deepEqual(
+        asked.map((a) => a.sandboxId),
+        ['net-ask', 'net-ask'],
+      );
+      await sandbox.kill();
+    } finally {
+      await manager.close();
+      state.cleanup();
+    }
+  });
+});

@@ -30,6 +30,7 @@ describe('network policy', () => {
       allowPrivate: [],
       requests: [],
       intercept: [],
+      onUndecided: 'deny',
       port: 3128,
       secrets: [],
       limits: {},
