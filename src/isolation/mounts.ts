@@ -68,14 +68,21 @@ export const EGRESS_SOCKET_PATH = '/.ironcage/egress.sock';
 /** Where the trust bundle goes when the system bundle's directory is not in the sandbox. */
 export const TRUST_BUNDLE_PATH = '/.ironcage/ca-bundle.pem';
 
-/** Proxy variables for common tools (curl, pip, git, python, Go...), in both spellings; nothing bypasses it. */
+/**
+ * Proxy variables for common tools, in both spellings (curl, pip, git, python requests/httpx/urllib, Go, npm
+ * and yarn read HTTP(S)_PROXY; Node >= 24 fetch with NODE_USE_ENV_PROXY; the JVM with its system properties).
+ * They are a convenience, not the boundary: nothing else leaves the sandbox's network namespace anyway.
+ */
 export function egressProxyEnvironment(port: number): Record<string, string> {
   const url = `http://127.0.0.1:${port}`;
-  const env: Record<string, string> = { NO_PROXY: '', no_proxy: '' };
+  const env: Record<string, string> = { NO_PROXY: '', no_proxy: '', NODE_USE_ENV_PROXY: '1' };
   for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY']) {
     env[name] = url;
     env[name.toLowerCase()] = url;
   }
+  env.JAVA_TOOL_OPTIONS = ['http', 'https']
+    .map((p) => `-D${p}.proxyHost=127.0.0.1 -D${p}.proxyPort=${port}`)
+    .join(' ');
   return env;
 }
 
