@@ -10,7 +10,7 @@ import http from 'node:http';
 import type http2 from 'node:http2';
 import https from 'node:https';
 import type net from 'node:net';
-import { pipeline, type Transform } from 'node:stream';
+import { type Duplex, pipeline, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import type { SecretSession } from '../vault/index.js';
 import type { EgressBudget } from './budget.js';
@@ -142,63 +142,21 @@ export function forwardRequest(
     });
   };
 
-  const verdict = decideRequest(
-    ctx.rules().requests,
-    (rule) => ruleNamesDestination(rule, target.destination, target.port),
-    { method, target: path },
-    shownHost,
-  );
-  if (verdict.verdict === 'deny') {
-    refuse(403, verdict.rule, verdict.reason);
+  const admitted = admitRequest(ctx, target, method, path, req.headers);
+  if (!admitted.ok) {
+    refuse(admitted.status, admitted.rule, admitted.reason, admitted.secrets);
     return;
   }
-  const overBudget = ctx.budget.takeRequest();
-  if (overBudget) {
-    refuse(429, overBudget.rule, overBudget.reason);
-    return;
-  }
-  const declared = Number(firstHeader(req.headers['content-length']) ?? 0);
-  if (declared > ctx.maxBodyBytes) {
-    refuse(413, 'limit:body-bytes', bodyLimitReason(ctx.maxBodyBytes));
-    return;
-  }
-
-  let headers = forwardableHeaders(req.headers);
-  let upstreamPath = path;
-  let substituted: readonly string[] = [];
+  const { headers, substituted } = admitted;
+  const upstreamPath = admitted.path;
   const secrets = ctx.secrets;
   const hostName =
     target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
-  if (secrets) {
-    if (target.scheme === 'http') {
-      // Never put a credential on the wire in clear text: placeholders are only honoured over https.
-      const found = secrets.findPlaceholder(`${path}\n${JSON.stringify(req.headers)}`);
-      if (found !== undefined) {
-        refuse(
-          403,
-          'vault:cleartext',
-          `the placeholder of secret ${found} was sent over plain http:// to ${destination}; secrets are only substituted in https:// requests to their bound hosts`,
-          [found],
-        );
-        return;
-      }
-    } else {
-      const check = secrets.checkRequest(hostName, target.port, path, headers);
-      if (!check.ok) {
-        refuse(403, 'vault:exfiltration', check.reason, [check.secret]);
-        return;
-      }
-      headers = { ...check.headers };
-      upstreamPath = check.path;
-      substituted = check.substituted;
-    }
-  }
   const bodyRewrite =
     secrets && target.scheme === 'https' ? secrets.requestBody(hostName, target.port, path) : null;
   const redactor = secrets?.responseRedactor() ?? null;
   if (bodyRewrite) delete headers['content-length']; // the body's length changes with substitution
   if (redactor) headers['accept-encoding'] = 'identity'; // ask for a body we can read (decoded below if ignored)
-  headers.host = target.port === (target.scheme === 'https' ? 443 : 80) ? shownHost : destination;
 
   let bytesUp = 0;
   let bytesDown = 0;
@@ -218,8 +176,8 @@ export function forwardRequest(
           : 'allow',
       ...(refusedBy
         ? { rule: refusedBy.rule }
-        : target.rule || verdict.rule
-          ? { rule: verdict.rule ?? target.rule }
+        : admitted.rule || target.rule
+          ? { rule: admitted.rule ?? target.rule }
           : {}),
       bytesUp,
       bytesDown,
@@ -340,6 +298,243 @@ export function forwardRequest(
     if (!res.writableFinished) upstreamReq.destroy();
     finish(res.headersSent ? res.statusCode : undefined, res.writableFinished ? undefined : 'ECLIENTCLOSED');
   });
+}
+
+type RequestAdmission =
+  | {
+      readonly ok: false;
+      readonly status: number;
+      readonly rule: string;
+      readonly reason: string;
+      readonly secrets?: string[];
+    }
+  | {
+      readonly ok: true;
+      /** Headers to send upstream: hop-by-hop removed, placeholders substituted, Host from the vetted target. */
+      readonly headers: Record<string, string | string[]>;
+      readonly path: string;
+      readonly substituted: readonly string[];
+      /** The request rule that allowed it, if one did. */
+      readonly rule?: string;
+    };
+
+/** Everything decided before a readable request may go upstream: request rules, budgets, the vault. */
+function admitRequest(
+  ctx: ForwardContext,
+  target: ForwardTarget,
+  method: string,
+  path: string,
+  reqHeaders: http.IncomingHttpHeaders,
+): RequestAdmission {
+  const shownHost = displayHost(target.destination);
+  const destination = `${shownHost}:${target.port}`;
+  const refused = (status: number, rule: string, reason: string, secrets?: string[]): RequestAdmission => ({
+    ok: false,
+    status,
+    rule,
+    reason,
+    ...(secrets ? { secrets } : {}),
+  });
+  const verdict = decideRequest(
+    ctx.rules().requests,
+    (rule) => ruleNamesDestination(rule, target.destination, target.port),
+    { method, target: path },
+    shownHost,
+  );
+  if (verdict.verdict === 'deny') return refused(403, verdict.rule, verdict.reason);
+  const overBudget = ctx.budget.takeRequest();
+  if (overBudget) return refused(429, overBudget.rule, overBudget.reason);
+  const declared = Number(firstHeader(reqHeaders['content-length']) ?? 0);
+  if (declared > ctx.maxBodyBytes) return refused(413, 'limit:body-bytes', bodyLimitReason(ctx.maxBodyBytes));
+
+  let headers = forwardableHeaders(reqHeaders);
+  let upstreamPath = path;
+  let substituted: readonly string[] = [];
+  const secrets = ctx.secrets;
+  const hostName =
+    target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
+  if (secrets) {
+    if (target.scheme === 'http') {
+      // Never put a credential on the wire in clear text: placeholders are only honoured over https.
+      const found = secrets.findPlaceholder(`${path}\n${JSON.stringify(reqHeaders)}`);
+      if (found !== undefined) {
+        return refused(
+          403,
+          'vault:cleartext',
+          `the placeholder of secret ${found} was sent over plain http:// to ${destination}; secrets are only substituted in https:// requests to their bound hosts`,
+          [found],
+        );
+      }
+    } else {
+      const check = secrets.checkRequest(hostName, target.port, path, headers);
+      if (!check.ok) return refused(403, 'vault:exfiltration', check.reason, [check.secret]);
+      headers = { ...check.headers };
+      upstreamPath = check.path;
+      substituted = check.substituted;
+    }
+  }
+  headers.host = target.port === (target.scheme === 'https' ? 443 : 80) ? shownHost : destination;
+  return {
+    ok: true,
+    headers,
+    path: upstreamPath,
+    substituted,
+    ...(verdict.verdict === 'allow' && verdict.rule ? { rule: verdict.rule } : {}),
+  };
+}
+
+/**
+ * An HTTP/1.1 `Upgrade` (WebSocket) through the proxy: admitted like any readable request (request rules,
+ * budgets, placeholders in its headers), then the upgraded connection is spliced byte for byte. Its frames are
+ * not inspected (a placeholder inside a WebSocket message is neither substituted nor detected).
+ */
+export function forwardUpgrade(
+  ctx: ForwardContext,
+  target: ForwardTarget,
+  req: http.IncomingMessage,
+  client: Duplex,
+  head: Buffer,
+  path: string,
+): void {
+  const started = Date.now();
+  const method = (req.method ?? 'GET').toUpperCase();
+  const base = {
+    protocol: target.scheme,
+    destination: `${displayHost(target.destination)}:${target.port}`,
+    resolvedIp: target.dial,
+    method,
+    path: path.slice(0, 500),
+  } as const;
+  client.on('error', () => {});
+  const admitted = admitRequest(ctx, target, method, path, req.headers);
+  if (!admitted.ok) {
+    const body = `ironcage egress proxy: ${method} ${base.destination}${base.path} refused.\nrule: ${admitted.rule}\nreason: ${admitted.reason}\n`;
+    client.end(
+      `HTTP/1.1 ${admitted.status} ${http.STATUS_CODES[admitted.status] ?? ''}\r\nX-Ironcage-Denied-Rule: ${headerSafe(admitted.rule)}\r\n` +
+        `X-Ironcage-Reason: ${headerSafe(admitted.reason)}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    ctx.emit({
+      type: 'denied',
+      ...base,
+      decision: 'deny',
+      rule: admitted.rule,
+      bytesUp: 0,
+      bytesDown: 0,
+      durationMs: Date.now() - started,
+      status: admitted.status,
+      ...(admitted.secrets ? { secrets: admitted.secrets } : {}),
+    });
+    return;
+  }
+  const headers = { ...admitted.headers, connection: 'Upgrade', upgrade: String(req.headers.upgrade ?? '') };
+  const options: https.RequestOptions = {
+    host: target.dial,
+    port: target.port,
+    method,
+    path: admitted.path,
+    headers,
+    setHost: false,
+    agent: false,
+  };
+  if (target.scheme === 'https') {
+    if (target.destination.kind === 'domain') options.servername = target.destination.name;
+    if (ctx.upstreamCa) options.ca = [...ctx.upstreamCa];
+  }
+  const upstreamReq = (target.scheme === 'https' ? https : http).request(options);
+  const fail = (status: number, error: string): void => {
+    client.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+    );
+    ctx.emit({
+      type: 'request',
+      ...base,
+      decision: 'error',
+      bytesUp: 0,
+      bytesDown: 0,
+      durationMs: Date.now() - started,
+      status,
+      error,
+    });
+  };
+  upstreamReq.setTimeout(ctx.connectTimeoutMs, () =>
+    upstreamReq.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })),
+  );
+  upstreamReq.on('error', (err) => fail(errorCode(err) === 'ETIMEDOUT' ? 504 : 502, errorCode(err)));
+  // The server declined the upgrade: pass its answer on and close.
+  upstreamReq.on('response', (res: http.IncomingMessage) => {
+    client.write(rawHead(res, true));
+    res.pipe(client);
+    res.on('end', () =>
+      ctx.emit({
+        type: 'request',
+        ...base,
+        decision: 'allow',
+        bytesUp: 0,
+        bytesDown: 0,
+        durationMs: Date.now() - started,
+        ...(res.statusCode ? { status: res.statusCode } : {}),
+      }),
+    );
+  });
+  upstreamReq.on('upgrade', (res: http.IncomingMessage, upstream: net.Socket, upstreamHead: Buffer) => {
+    upstreamReq.setTimeout(0);
+    ctx.track(upstream);
+    upstream.setTimeout(ctx.idleTimeoutMs, () => upstream.destroy());
+    client.write(rawHead(res, false));
+    if (upstreamHead.length > 0) client.write(upstreamHead);
+    if (head.length > 0) upstream.write(head);
+    let up = head.length;
+    let down = upstreamHead.length;
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+      if (!ctx.budget.addBytes(d.length)) client.destroy();
+    });
+    upstream.on('data', (d: Buffer) => {
+      down += d.length;
+      if (!ctx.budget.addBytes(d.length)) upstream.destroy();
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    let open = 2;
+    const closeOne = (): void => {
+      client.destroy();
+      upstream.destroy();
+      if (--open === 0) {
+        ctx.emit({
+          type: 'request',
+          ...base,
+          decision: 'allow',
+          ...(admitted.rule || target.rule ? { rule: admitted.rule ?? target.rule } : {}),
+          bytesUp: up,
+          bytesDown: down,
+          durationMs: Date.now() - started,
+          status: 101,
+          ...(admitted.substituted.length > 0 ? { secrets: [...admitted.substituted] } : {}),
+        });
+      }
+    };
+    client.once('close', closeOne);
+    upstream.once('close', closeOne);
+    upstream.on('error', () => {});
+  });
+  upstreamReq.end();
+}
+
+/**
+ * A response's status line and headers as received (raw, so repeated headers and their case survive). For a
+ * declined upgrade, whose decoded body follows and ends with the connection, the framing headers go.
+ */
+function rawHead(res: http.IncomingMessage, closeDelimited: boolean): string {
+  const framing = new Set(['transfer-encoding', 'content-length', 'connection', 'keep-alive']);
+  const lines: string[] = [];
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+    const name = res.rawHeaders[i] ?? '';
+    if (closeDelimited && framing.has(name.toLowerCase())) continue;
+    lines.push(`${name}: ${res.rawHeaders[i + 1]}\r\n`);
+  }
+  if (closeDelimited) lines.push('Connection: close\r\n');
+  return `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${lines.join('')}\r\n`;
 }
 
 function bodyLimitReason(max: number): string {

@@ -11,6 +11,7 @@ import type http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { canonicalizeHost } from './destination.js';
 import type { ForwardTarget } from './forward.js';
@@ -37,6 +38,14 @@ export interface Interceptor {
       bytesDown: number;
       refused?: { rule: string; reason: string };
     }) => void,
+    /** An HTTP/1.1 `Upgrade` (WebSocket) inside the tunnel. */
+    upgrade: (
+      target: ForwardTarget,
+      req: http.IncomingMessage,
+      socket: Duplex,
+      head: Buffer,
+      path: string,
+    ) => void,
   ): Promise<void>;
 }
 
@@ -74,7 +83,7 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
 
   return {
     close: () => agent.destroy(),
-    async intercept(client, target, forward, done) {
+    async intercept(client, target, forward, done, upgrade) {
       const host =
         target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
       let secureContext: tls.SecureContext;
@@ -111,6 +120,9 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
           req: http.IncomingMessage | http2.Http2ServerRequest,
           res: http.ServerResponse | http2.Http2ServerResponse,
         ) => forward(full, req, res, originForm(req.url ?? '/')),
+      );
+      server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) =>
+        upgrade(full, req, socket, head, originForm(req.url ?? '/')),
       );
       let refused: { rule: string; reason: string } | undefined;
       let tlsSocket: tls.TLSSocket | undefined;

@@ -21,6 +21,7 @@ import {
   errorCode,
   type ForwardContext,
   forwardRequest,
+  forwardUpgrade,
   headerSafe,
   sendText,
 } from './forward.js';
@@ -398,20 +399,47 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
   httpServer.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     void forward(req, res);
   });
+  httpServer.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    void upgrade(req, socket, head);
+  });
+
+  /** An `Upgrade` (WebSocket) to an http:// URL: admitted like a request, then spliced (forward.ts). */
+  async function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
+    const started = Date.now();
+    socket.on('error', () => {});
+    const url = parseAbsoluteHttpUrl(req.url);
+    if (url === undefined) {
+      socket.end(rawResponse(400, {}, 'an upgrade through this proxy needs an absolute http:// URL\n'));
+      return;
+    }
+    const port = url.port === '' ? 80 : Number(url.port);
+    const admission = await admit(url.hostname, port, 'http');
+    if (closed || socket.destroyed) return;
+    if (!admission.ok) {
+      const status = admission.why === 'policy' ? 403 : 502;
+      socket.end(rawResponse(status, denialHeaders(admission), denialBody(admission)));
+      emit(refusalEvent(admission, 'http', started, status));
+      return;
+    }
+    const destination = admission.decision.destination;
+    if (destination === undefined) return;
+    const target = {
+      scheme: 'http' as const,
+      destination,
+      port,
+      dial: admission.dial,
+      ...(admission.rule ? { rule: admission.rule } : {}),
+    };
+    forwardUpgrade(forwarding, target, req, socket, head, `${url.pathname}${url.search}`);
+  }
 
   async function forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const started = Date.now();
-    let url: URL | undefined;
-    try {
-      url = new URL(req.url ?? '');
-    } catch {
-      url = undefined;
-    }
-    if (url === undefined || url.protocol !== 'http:') {
-      const reason =
-        url?.protocol === 'https:'
-          ? 'send https:// requests through a CONNECT tunnel (set HTTPS_PROXY), not as a plain proxy request'
-          : 'this is a forward proxy: the request target must be an absolute http:// URL';
+    const url = parseAbsoluteHttpUrl(req.url);
+    if (url === undefined) {
+      const reason = req.url?.startsWith('https:')
+        ? 'send https:// requests through a CONNECT tunnel (set HTTPS_PROXY), not as a plain proxy request'
+        : 'this is a forward proxy: the request target must be an absolute http:// URL';
       sendText(res, 400, reason, { 'X-Ironcage-Reason': headerSafe(reason) });
       return;
     }
@@ -507,6 +535,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
             status: 200,
             intercepted: true,
           }),
+        (t, req, socket, head, path) => forwardUpgrade(forwarding, t, req, socket, head, path),
       );
       return;
     }
@@ -795,6 +824,16 @@ function removeStaleSocket(path: string): void {
   }
   if (!isSocket) throw new EgressProxyError('SOCKET_PATH_IN_USE', `${path} exists and is not a socket`);
   unlinkSync(path);
+}
+
+/** The target of a forward-proxy request: an absolute http:// URL, else undefined. */
+function parseAbsoluteHttpUrl(target: string | undefined): URL | undefined {
+  try {
+    const url = new URL(target ?? '');
+    return url.protocol === 'http:' ? url : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** `host:port` or `[v6]:port`, as in a CONNECT request line; bounded, no further interpretation. */

@@ -13,6 +13,7 @@ import type net from 'node:net';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import type { EgressEvent, EgressProxy, EgressProxyOptions } from '../../src/egress/proxy.js';
@@ -29,6 +30,8 @@ let upstreamPort = 0;
 const upstreamSeen: { method: string; url: string; headers: http.IncomingHttpHeaders }[] = [];
 let upstreamHandshakes = 0;
 let upstream: https.Server;
+let plainUpstream: http.Server;
+let plainPort = 0;
 
 /** A fake resolver: every test name is loopback. */
 const resolve = async (host: string): Promise<string[]> => {
@@ -77,6 +80,19 @@ before(async () => {
   upstream.on('secureConnection', () => {
     upstreamHandshakes += 1;
   });
+  // An "echo" protocol behind an HTTP/1.1 Upgrade, on the TLS server and on a plain one.
+  const echoUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    upstreamSeen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+    if (head.length > 0) socket.write(head);
+    socket.pipe(socket);
+    socket.on('error', () => {});
+  };
+  upstream.on('upgrade', echoUpgrade);
+  plainUpstream = http.createServer((_req, res) => res.end('plain'));
+  plainUpstream.on('upgrade', echoUpgrade);
+  await new Promise<void>((ok) => plainUpstream.listen(0, '127.0.0.1', ok));
+  plainPort = (plainUpstream.address() as net.AddressInfo).port;
   await new Promise<void>((ok) => upstream.listen(0, '127.0.0.1', ok));
   upstreamPort = (upstream.address() as net.AddressInfo).port;
 });
@@ -85,6 +101,8 @@ after(async () => {
   for (const p of proxies) await p.close();
   upstream.closeAllConnections();
   await new Promise<void>((ok) => upstream.close(() => ok()));
+  plainUpstream.closeAllConnections();
+  await new Promise<void>((ok) => plainUpstream.close(() => ok()));
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -406,5 +424,53 @@ describe('budgets', () => {
     const reply = await httpsVia(proxy, 'api.test', '/up', { method: 'POST', body: 'x'.repeat(100) });
     assert.equal(reply.status, 413);
     assert.equal(reply.headers['x-ironcage-denied-rule'], 'limit:body-bytes');
+  });
+});
+
+describe('upgrades (WebSocket-style)', () => {
+  /** Sends an upgrade request on `socket`, expects 101, then echoes "ping". */
+  async function upgradeAndEcho(socket: Duplex, requestLine: string, host: string): Promise<string> {
+    return new Promise((ok, fail) => {
+      let got = '';
+      let upgraded = false;
+      socket.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        if (!upgraded && got.includes('\r\n\r\n')) {
+          if (!got.startsWith('HTTP/1.1 101')) return ok(got.split('\r\n')[0] ?? '');
+          upgraded = true;
+          got = got.slice(got.indexOf('\r\n\r\n') + 4);
+          socket.write('ping');
+        }
+        if (upgraded && got.includes('ping')) ok('echoed ping');
+      });
+      socket.on('error', fail);
+      socket.write(`${requestLine}\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n`);
+    });
+  }
+
+  test('an upgrade through the plain forward proxy is spliced after the 101', async () => {
+    const { proxy, events } = await proxyWith({});
+    const socket = connect(proxy.socketPath);
+    const outcome = await upgradeAndEcho(
+      socket,
+      `GET http://api.test:${plainPort}/ws HTTP/1.1`,
+      `api.test:${plainPort}`,
+    );
+    socket.destroy();
+    assert.equal(outcome, 'echoed ping');
+    await waitFor(() => events.some((e) => e.status === 101));
+    assert.equal(upstreamSeen.at(-1)?.headers.host, `api.test:${plainPort}`);
+  });
+
+  test('inside an intercepted tunnel, request rules apply to the upgrade request', async () => {
+    const { proxy } = await proxyWith({
+      rules: { requests: [{ action: 'allow', host: 'api.test', paths: ['/ws'] }] },
+    });
+    const allowed = await tunnelTls(proxy, 'api.test', { trust: ca.certPem });
+    assert.equal(await upgradeAndEcho(allowed, 'GET /ws HTTP/1.1', 'api.test'), 'echoed ping');
+    allowed.destroy();
+    const refused = await tunnelTls(proxy, 'api.test', { trust: ca.certPem });
+    assert.match(await upgradeAndEcho(refused, 'GET /admin HTTP/1.1', 'api.test'), /^HTTP\/1\.1 403/);
+    refused.destroy();
   });
 });
