@@ -19,4 +19,8 @@ await build({
   logLevel: 'warning',
   // A native addon cannot be bundled: the server's store loads it from node_modules at run time.
   external: ['better-sqlite3'],
+  // CommonJS dependencies (fastify) call require() for Node built-ins; an ES module has none of its own.
+  banner: {
+    js: "import { createRequire as __ironcageRequire } from 'node:module'; const require = __ironcageRequire(import.meta.url);",
+  },
 });

@@ -8,6 +8,7 @@ commands:
   run [options] -- CMD [ARGS...]   run a command in a fresh sandbox (ironcage run --help)
   demo                             run ordinary and hostile commands in sandboxes and show the result
   doctor [--json]                  check this host's isolation features and how to fix what is missing
+  serve [options]                  the HTTP API over warm sandboxes, with an embedded SQLite store (ironcage serve --help)
   mcp [options]                    serve sandbox tools to an MCP client over stdio (ironcage mcp --help)
   version                          print the version
 `;
@@ -21,6 +22,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./demo.js')).demoCommand();
     case 'doctor':
       return (await import('./doctor.js')).doctorCommand(rest);
+    case 'serve':
+      return (await import('../server/serve.js')).serveCommand(rest);
     case 'mcp':
       return (await import('../mcp/mcp.js')).mcpCommand(rest);
     case 'version':

@@ -123,11 +123,8 @@ export function forwardRequest(
     sendText(
       res,
       status,
-      `ironcage egress proxy: ${method} ${destination}${auditedPath} refused.\nrule: ${rule}\nreason: ${reason}\n`,
-      {
-        'X-Ironcage-Denied-Rule': headerSafe(rule),
-        'X-Ironcage-Reason': headerSafe(reason),
-      },
+      refusalBody(`${method} ${destination}${auditedPath}`, rule, reason),
+      refusalHeaders(rule, reason),
     );
     ctx.emit({
       type: 'denied',
@@ -229,11 +226,8 @@ export function forwardRequest(
       sendText(
         res,
         status,
-        `ironcage egress proxy: ${method} ${destination}${auditedPath} refused.\nrule: ${rule}\nreason: ${reason}\n`,
-        {
-          'X-Ironcage-Denied-Rule': headerSafe(rule),
-          'X-Ironcage-Reason': headerSafe(reason),
-        },
+        refusalBody(`${method} ${destination}${auditedPath}`, rule, reason),
+        refusalHeaders(rule, reason),
       );
     } else res.destroy();
     finish(status);
@@ -408,11 +402,13 @@ export function forwardUpgrade(
   client.on('error', () => {});
   const admitted = admitRequest(ctx, target, method, path, req.headers);
   if (!admitted.ok) {
-    const body = `ironcage egress proxy: ${method} ${base.destination}${base.path} refused.\nrule: ${admitted.rule}\nreason: ${admitted.reason}\n`;
+    const body = refusalBody(`${method} ${base.destination}${base.path}`, admitted.rule, admitted.reason);
+    const headers = Object.entries(refusalHeaders(admitted.rule, admitted.reason)).map(
+      ([k, v]) => `${k}: ${v}\r\n`,
+    );
     client.end(
-      `HTTP/1.1 ${admitted.status} ${http.STATUS_CODES[admitted.status] ?? ''}\r\nX-Ironcage-Denied-Rule: ${headerSafe(admitted.rule)}\r\n` +
-        `X-Ironcage-Reason: ${headerSafe(admitted.reason)}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${admitted.status} ${http.STATUS_CODES[admitted.status] ?? ''}\r\n${headers.join('')}` +
+        `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
     ctx.emit({
       type: 'denied',
@@ -535,6 +531,15 @@ function rawHead(res: http.IncomingMessage, closeDelimited: boolean): string {
   }
   if (closeDelimited) lines.push('Connection: close\r\n');
   return `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${lines.join('')}\r\n`;
+}
+
+/** What a refused request gets to read: what was refused, by which rule, and how to allow it. */
+function refusalBody(what: string, rule: string, reason: string): string {
+  return `ironcage egress proxy: ${what} refused.\nrule: ${rule}\nreason: ${reason}\n`;
+}
+
+function refusalHeaders(rule: string, reason: string): Record<string, string> {
+  return { 'X-Ironcage-Denied-Rule': headerSafe(rule), 'X-Ironcage-Reason': headerSafe(reason) };
 }
 
 function bodyLimitReason(max: number): string {

@@ -323,7 +323,7 @@ export class LocalEngine implements Engine {
           'pipe',
           'pipe',
           agentFd,
-          'pipe',
+          filters.trustBundle === null ? 'ignore' : 'pipe',
         ],
       });
     } finally {

@@ -237,7 +237,9 @@ export function launchWarmSandbox(req: WarmLaunchRequest): Promise<WarmProcess> 
         agentFd,
         'pipe',
         'pipe',
-        'pipe',
+        // The trust bundle's pipe exists only when there is a bundle: an idle open pipe would keep this
+        // process alive after the manager let go of a kept sandbox.
+        req.egress?.trustBundle === undefined ? 'ignore' : 'pipe',
       ],
     });
   } finally {

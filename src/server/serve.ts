@@ -1,0 +1,138 @@
+/**
+ * `ironcage serve [--host H] [--port N] [--state-dir DIR]`: the HTTP API over one state directory.
+ *
+ * <state>/ironcage.db is the store, <state>/sandboxes the sandbox manager's directory (sandboxes a previous
+ * server left running are adopted), <state>/ca and <state>/vault the egress services. SIGINT/SIGTERM stop
+ * accepting requests, let running ones finish (briefly), and close the manager keeping its sandboxes, so
+ * the next `serve` adopts them with their owners.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { defaultStateDir, openEgressServices } from '../egress/services.js';
+import { SandboxManager } from '../sandbox/manager.js';
+import { buildApp } from './app.js';
+import { ensureAdminKey } from './auth/admin-key.js';
+import { openSqliteStore } from './store/sqlite.js';
+
+const USAGE = `usage: ironcage serve [--host H] [--port N] [--state-dir DIR]
+
+  --host H         address to listen on (default 127.0.0.1)
+  --port N         TCP port (default $IRONCAGE_PORT or 3000; 0 picks a free one)
+  --state-dir DIR  store, sandboxes, CA and vault (default $IRONCAGE_STATE_DIR, /var/lib/ironcage as root,
+                   else ~/.local/state/ironcage)
+  --log-level L    fatal|error|warn|info|debug|silent (default info); logs are JSON lines on stderr
+`;
+
+/** How long shutdown waits for running requests (streams included) before cutting them. */
+const DRAIN_MS = 10_000;
+
+function parsePort(text: string): number | null {
+  if (!/^\d{1,5}$/.test(text)) return null;
+  const port = Number(text);
+  return port <= 65_535 ? port : null;
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  let values: { host?: string; port?: string; 'state-dir'?: string; 'log-level'?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`ironcage serve: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const host = values.host ?? '127.0.0.1';
+  const portText = values.port ?? process.env.IRONCAGE_PORT ?? '3000';
+  const port = parsePort(portText);
+  if (port === null) {
+    process.stderr.write(`ironcage serve: invalid port ${JSON.stringify(portText)} (0-65535)\n`);
+    return 2;
+  }
+  const logLevel = values['log-level'] ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    process.stderr.write(`ironcage serve: invalid --log-level ${JSON.stringify(logLevel)}\n`);
+    return 2;
+  }
+  const stateDir = values['state-dir'] ?? defaultStateDir();
+
+  try {
+    // As root, sandboxes run as another uid whose bwrap must traverse to <state>/sandboxes: o+x, no listing.
+    mkdirSync(stateDir, { recursive: true, mode: process.getuid?.() === 0 ? 0o711 : 0o700 });
+  } catch (err) {
+    process.stderr.write(
+      `ironcage serve: cannot create state directory ${stateDir}: ${(err as Error).message}\n`,
+    );
+    return 1;
+  }
+
+  const store = openSqliteStore(join(stateDir, 'ironcage.db'));
+  let manager: SandboxManager | null = null;
+  try {
+    const admin = await ensureAdminKey(store, stateDir, process.env);
+    const services = await openEgressServices(stateDir);
+    manager = new SandboxManager({
+      stateDir: join(stateDir, 'sandboxes'),
+      onStartup: 'adopt',
+      egress: services,
+    });
+    const report = await manager.start();
+    const { app, reconciled } = await buildApp({
+      manager,
+      store,
+      services,
+      options: { logger: { level: logLevel } },
+    });
+    const address = await app.listen({ host, port });
+    app.log.info(
+      {
+        stateDir,
+        adopted: report.adopted.length,
+        reaped: report.reaped.length,
+        staleRows: reconciled.staleRows.length,
+        unownedKilled: reconciled.unowned.length,
+      },
+      `ironcage serve listening on ${address}`,
+    );
+    if (admin.created && admin.source === 'file') {
+      // Printed once: later starts find the key in the store (its hash) and never show it again.
+      process.stdout.write(
+        `\nFirst run: admin API key (shown once; also in ${admin.path}, mode 0600):\n\n  ${admin.key}\n\n` +
+          `Use it as \`Authorization: Bearer <key>\`; create tenant keys with POST /v1/keys.\n\n`,
+      );
+    }
+    process.stdout.write(`ironcage serve: listening on ${address} (state ${stateDir})\n`);
+
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    });
+    process.stderr.write(`ironcage serve: ${signal}: shutting down, keeping sandboxes for the next start\n`);
+    const drain = setTimeout(() => app.server.closeAllConnections(), DRAIN_MS);
+    drain.unref();
+    await app.close();
+    clearTimeout(drain);
+    await manager.close({ keep: true });
+    await store.close();
+    return 0;
+  } catch (err) {
+    process.stderr.write(`ironcage serve: ${(err as Error).message}\n`);
+    await manager?.close({ keep: true }).catch(() => {});
+    await store.close().catch(() => {});
+    return 1;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Shared helpers for the HTTP server tests (not a test file): a real server (real SandboxManager, SQLite store
+ * and egress services in a temporary state directory) listening on 127.0.0.1:0, and a small fetch wrapper.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { type EgressServices, openEgressServices } from '../../src/egress/services.js';
+import { SandboxManager } from '../../src/sandbox/manager.js';
+import { buildApp, type ReconcileReport } from '../../src/server/app.js';
+import { ensureAdminKey } from '../../src/server/auth/admin-key.js';
+import { createApiKey } from '../../src/server/auth/api-keys.js';
+import type { RateLimiter } from '../../src/server/auth/limits.js';
+import { openSqliteStore } from '../../src/server/store/sqlite.js';
+import type { KeyLimits, Scope, Store } from '../../src/server/store/types.js';
+import { tempStateDir } from './sandbox-fixture.js';
+
+export interface TestServer {
+  url: string;
+  app: FastifyInstance;
+  store: Store;
+  manager: SandboxManager;
+  services: EgressServices;
+  stateDir: string;
+  adminKey: string;
+  reconciled: ReconcileReport;
+  /** A new key with these scopes (and limits). */
+  newKey(scopes: Scope[], limits?: Partial<KeyLimits>): Promise<{ key: string; id: string }>;
+  /** Closes the app, the manager (keeping sandboxes when asked) and the store. */
+  close(options?: { keep?: boolean }): Promise<void>;
+}
+
+/** A state directory for a server (created; root: 0711 so sandboxes' bwrap can traverse it). */
+export function serverStateDir(prefix: string): { dir: string; cleanup(): void } {
+  const state = tempStateDir(prefix);
+  mkdirSync(state.dir, { mode: 0o711 });
+  return state;
+}
+
+export async function startServer(
+  stateDir: string,
+  options: { adminKey?: string; rateLimiter?: RateLimiter } = {},
+): Promise<TestServer> {
+  const store = openSqliteStore(join(stateDir, 'ironcage.db'));
+  const services = await openEgressServices(stateDir);
+  const manager = new SandboxManager({
+    stateDir: join(stateDir, 'sandboxes'),
+    onStartup: 'adopt',
+    egress: services,
+    quotaCheckMs: 0,
+  });
+  await manager.start();
+  let adminKey = options.adminKey;
+  if (adminKey === undefined) {
+    const admin = await ensureAdminKey(store, stateDir, {});
+    if (!admin.created || admin.source !== 'file') throw new Error('expected a fresh admin key');
+    adminKey = admin.key;
+  }
+  const { app, reconciled } = await buildApp({
+    manager,
+    store,
+    services,
+    ...(options.rateLimiter ? { options: { rateLimiter: options.rateLimiter } } : {}),
+  });
+  const address = await app.listen({ host: '127.0.0.1', port: 0 });
+  let closed = false;
+  return {
+    url: address,
+    app,
+    store,
+    manager,
+    services,
+    stateDir,
+    adminKey,
+    reconciled,
+    async newKey(scopes, limits = {}) {
+      const created = await createApiKey(store, { name: `test ${scopes.join('+')}`, scopes, limits });
+      return { key: created.key, id: created.record.id };
+    },
+    async close({ keep = false } = {}) {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await manager.close({ keep });
+      await store.close();
+    },
+  };
+}
+
+/** Response JSON as the tests read it: assertions walk arbitrary shapes, and a wrong guess fails the test. */
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type Json = any;
+
+export interface ApiResponse {
+  status: number;
+  headers: Headers;
+  text: string;
+  /** Parsed body when it is JSON, else undefined. */
+  json: Json;
+}
+
+export interface RequestOptions {
+  key?: string;
+  body?: unknown;
+  /** Sent as is (no JSON encoding). */
+  raw?: string | Uint8Array;
+  headers?: Record<string, string>;
+}
+
+export async function request(
+  server: { url: string },
+  method: string,
+  path: string,
+  options: RequestOptions = {},
+): Promise<ApiResponse> {
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  if (options.key !== undefined) headers.authorization = `Bearer ${options.key}`;
+  let body: string | Uint8Array | undefined;
+  if (options.raw !== undefined) body = options.raw;
+  else if (options.body !== undefined) {
+    body = JSON.stringify(options.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers,
+    ...(body === undefined ? {} : { body }),
+  });
+  const buf = Buffer.from(await res.arrayBuffer());
+  const text = buf.toString('utf8');
+  let json: unknown;
+  if ((res.headers.get('content-type') ?? '').includes('application/json')) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** Parses an NDJSON body into its lines. */
+export function ndjsonLines(text: string): Record<string, Json>[] {
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, Json>);
+}
+
+/** stdout (or stderr) bytes of NDJSON output lines, decoded. */
+export function streamText(lines: Record<string, Json>[], type: 'stdout' | 'stderr'): string {
+  return Buffer.concat(
+    lines.filter((l) => l.type === type).map((l) => Buffer.from(l.data as string, 'base64')),
+  ).toString('utf8');
+}
