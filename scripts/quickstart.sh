@@ -36,7 +36,8 @@ fi
 npm run --silent build
 
 if [ "$mode" = demo ]; then
-  exec node dist/bin/main.js demo
+  node dist/bin/main.js demo
+  exec scripts/serve-demo.sh
 fi
 
 # Tests: everything as the current user, then (when root) the sandbox tests again as an unprivileged user.
