@@ -16,6 +16,7 @@ import { authenticate, presentedKeyFromHeaders } from './auth/api-keys.js';
 import { type Action, authorize } from './auth/authorize.js';
 import { ForbiddenError } from './auth/errors.js';
 import { RateLimiter } from './auth/limits.js';
+import { registerE2bRoutes } from './e2b/index.js';
 import { ApiError, describeZodError, notFound, toApiError } from './errors.js';
 import { commandRoutes } from './routes/commands.js';
 import { fileRoutes } from './routes/files.js';
@@ -268,6 +269,9 @@ export async function buildApp(
     scope.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
     for (const def of routes) if (def.bodyKind === 'raw') register(scope, def);
   });
+
+  // E2B wire compatibility: the unmodified e2b SDK's control plane under /e2b, its sandbox plane under /e2b/envd.
+  await registerE2bRoutes(app, { ctx, limiter });
 
   // Not `return app`: a Fastify instance is thenable, and an async function would await it.
   return { app, reconciled };
