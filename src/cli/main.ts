@@ -10,6 +10,8 @@ commands:
   doctor [--json]                  check this host's isolation features and how to fix what is missing
   serve [options]                  the HTTP API over warm sandboxes, with an embedded SQLite store (ironcage serve --help)
   mcp [options]                    serve sandbox tools to an MCP client over stdio (ironcage mcp --help)
+  sandbox <command> [options]      sandboxes on an ironcage server (ironcage sandbox --help)
+  secrets <command> [options]      the server's credential vault (ironcage secrets --help)
   version                          print the version
 `;
 
@@ -24,6 +26,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./doctor.js')).doctorCommand(rest);
     case 'serve':
       return (await import('../server/serve.js')).serveCommand(rest);
+    case 'sandbox':
+      return (await import('./sandbox.js')).sandboxCommand(rest);
+    case 'secrets':
+      return (await import('./secrets.js')).secretsCommand(rest);
     case 'mcp':
       return (await import('../mcp/mcp.js')).mcpCommand(rest);
     case 'version':

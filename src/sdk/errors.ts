@@ -20,7 +20,7 @@ export class IroncageError extends Error {
 
   constructor(init: IroncageErrorInit) {
     super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
-    this.name = new.target.name;
+    this.name = 'IroncageError';
     this.status = init.status;
     this.code = init.code;
     this.requestId = init.requestId ?? null;
@@ -28,18 +28,30 @@ export class IroncageError extends Error {
 }
 
 /** 401: missing, unknown or revoked API key. */
-export class AuthenticationError extends IroncageError {}
+export class AuthenticationError extends IroncageError {
+  // Spelled out: a minifier renames classes, and callers match on the name.
+  override readonly name = 'AuthenticationError';
+}
 /** 403: the key lacks a scope, or the request needs an admin key. */
-export class ForbiddenError extends IroncageError {}
+export class ForbiddenError extends IroncageError {
+  override readonly name = 'ForbiddenError';
+}
 /** 404: no such sandbox (or not this key's), process, file, snapshot, secret or key. */
-export class NotFoundError extends IroncageError {}
+export class NotFoundError extends IroncageError {
+  override readonly name = 'NotFoundError';
+}
 /** 409: wrong state (paused, stopped, stdin closed, name taken...). */
-export class ConflictError extends IroncageError {}
+export class ConflictError extends IroncageError {
+  override readonly name = 'ConflictError';
+}
 /** 400, 413, 415, 422: the request itself is wrong; the message says what to change. */
-export class ValidationError extends IroncageError {}
+export class ValidationError extends IroncageError {
+  override readonly name = 'ValidationError';
+}
 
 /** 429: rate limit or quota. */
 export class RateLimitError extends IroncageError {
+  override readonly name = 'RateLimitError';
   /** From Retry-After when the server sent one (rate limits do; sandbox quotas do not). */
   readonly retryAfterMs: number | null;
 
@@ -51,6 +63,7 @@ export class RateLimitError extends IroncageError {
 
 /** The server could not be reached, or the connection broke mid-response. */
 export class ConnectionError extends IroncageError {
+  override readonly name = 'ConnectionError';
   readonly url: string;
 
   constructor(url: string, cause: unknown) {
