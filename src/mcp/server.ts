@@ -1,6 +1,6 @@
 /**
  * The MCP server: sandbox tools for an LLM client, over an in-process SandboxManager. Transport-free (the
- * stdio command in ./mcp.ts connects it; an HTTP transport can mount the same server later).
+ * stdio command in ./mcp.ts connects it; src/server/mcp-http.ts serves it over streamable HTTP).
  *
  * Every failure is answered as a tool result with `isError: true` and a sentence saying what was refused and
  * how to proceed; nothing a client sends can crash the server.
@@ -22,7 +22,7 @@ import {
   SandboxStateError,
   WorkspaceQuotaError,
 } from '../sandbox/errors.js';
-import type { SandboxManager } from '../sandbox/manager.js';
+import type { CreateOptions, SandboxManager } from '../sandbox/manager.js';
 import type { EgressLogRecord } from '../sandbox/network.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { VERSION } from '../version.js';
@@ -131,10 +131,19 @@ const timeoutField = z
 export function createSandboxMcpServer(
   manager: SandboxManager,
   limits: Partial<McpLimits> = {},
-  options: { log?: (line: string) => void } = {},
+  options: {
+    log?: (line: string) => void;
+    /**
+     * Starts a sandbox for sandbox_create instead of `manager.create` (it must return one of `manager`'s
+     * sandboxes): the HTTP transport records the calling API key as its owner this way. Its errors become the
+     * tool's error result.
+     */
+    createSandbox?: (create: CreateOptions) => Promise<Sandbox>;
+  } = {},
 ): SandboxMcpServer {
   const config: McpLimits = { ...DEFAULT_MCP_LIMITS, ...limits };
   const log = options.log ?? (() => {});
+  const createSandbox = options.createSandbox ?? ((create: CreateOptions) => manager.create(create));
   const ceiling = config.allow.map((text) => {
     try {
       return parseRule(text);
@@ -337,7 +346,7 @@ export function createSandboxMcpServer(
         limits: { outputBytes: config.maxOutputBytes },
         ...(allow.length === 0 ? {} : { network: { mode: 'proxy', allow } }),
       };
-      const pending = manager.create({ preset: chosen, policy, timeoutMs: idleMs });
+      const pending = createSandbox({ preset: chosen, policy, timeoutMs: idleMs });
       creating.add(pending);
       let sandbox: Sandbox;
       try {

@@ -18,6 +18,7 @@ import { ForbiddenError } from './auth/errors.js';
 import { RateLimiter } from './auth/limits.js';
 import { registerE2bRoutes } from './e2b/index.js';
 import { ApiError, describeZodError, notFound, toApiError } from './errors.js';
+import { registerMcpRoutes } from './mcp-http.js';
 import { commandRoutes } from './routes/commands.js';
 import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
@@ -272,6 +273,8 @@ export async function buildApp(
 
   // E2B wire compatibility: the unmodified e2b SDK's control plane under /e2b, its sandbox plane under /e2b/envd.
   await registerE2bRoutes(app, { ctx, limiter });
+  // MCP over streamable HTTP, with the same keys and tenancy as the rest of the API.
+  await registerMcpRoutes(app, { ctx, limiter });
 
   // Not `return app`: a Fastify instance is thenable, and an async function would await it.
   return { app, reconciled };

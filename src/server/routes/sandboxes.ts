@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { resolvePolicy } from '../../policy/merge.js';
 import type { PresetName } from '../../policy/presets.js';
 import type { SandboxPolicyInput } from '../../policy/schema.js';
+import type { CreateOptions } from '../../sandbox/manager.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import { reserveSandbox } from '../auth/limits.js';
 import { ApiError } from '../errors.js';
@@ -64,6 +65,29 @@ export function tenantPolicyRefusals(policy: SandboxPolicyInput): string[] {
 
 const SANDBOX_404 = { description: 'No such sandbox (or not yours)', schema: errorSchema };
 
+/**
+ * Creates a sandbox owned by `key`: the ownership row is reserved first (the quota is checked in the same
+ * transaction), removed again if the sandbox cannot start, and the server tracks the sandbox's end.
+ */
+export async function createOwnedSandbox(
+  ctx: ServerContext,
+  key: ApiKeyRecord,
+  metadata: Record<string, string>,
+  create: Omit<CreateOptions, 'id'>,
+): Promise<{ sandbox: Sandbox; record: SandboxRecord }> {
+  const id = randomBytes(8).toString('hex');
+  const record = await reserveSandbox(ctx.store, key, { sandboxId: id, metadata });
+  let sandbox: Sandbox;
+  try {
+    sandbox = await ctx.manager.create({ ...create, id });
+  } catch (err) {
+    await ctx.store.deleteSandbox(id).catch(() => {});
+    throw err;
+  }
+  ctx.track(sandbox);
+  return { sandbox, record };
+}
+
 export function sandboxRoutes(ctx: ServerContext): RouteDef[] {
   const isAdmin = (key: ApiKeyRecord) => key.scopes.includes('admin');
 
@@ -106,23 +130,13 @@ export function sandboxRoutes(ctx: ServerContext): RouteDef[] {
             `sandboxes run with the "default" seccomp profile; preset or policy asked for "${resolved.seccomp}"`,
           );
         }
-        const id = randomBytes(8).toString('hex');
-        const record = await reserveSandbox(ctx.store, key, { sandboxId: id, metadata: body.metadata ?? {} });
-        let sandbox: Sandbox;
-        try {
-          sandbox = await ctx.manager.create({
-            id,
-            preset,
-            policy: raw,
-            ...(body.env === undefined ? {} : { env: body.env }),
-            ...(body.timeoutMs === undefined ? {} : { timeoutMs: body.timeoutMs }),
-          });
-        } catch (err) {
-          await ctx.store.deleteSandbox(id).catch(() => {});
-          throw err;
-        }
-        ctx.track(sandbox);
-        await call.audit('sandbox.create', { preset, metadata: record.metadata }, id);
+        const { sandbox, record } = await createOwnedSandbox(ctx, key, body.metadata ?? {}, {
+          preset,
+          policy: raw,
+          ...(body.env === undefined ? {} : { env: body.env }),
+          ...(body.timeoutMs === undefined ? {} : { timeoutMs: body.timeoutMs }),
+        });
+        await call.audit('sandbox.create', { preset, metadata: record.metadata }, sandbox.id);
         return sandboxInfo(sandbox, record);
       },
     }),
