@@ -27,6 +27,7 @@ import { type Call, type RouteDef, SENT, type ServerContext, type ServerMetrics 
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { secretRoutes } from './routes/secrets.js';
 import { systemRoutes } from './routes/system.js';
+import { templateRoutes } from './routes/templates.js';
 import type { ApiKeyRecord, Store } from './store/types.js';
 
 export interface AppOptions {
@@ -196,6 +197,7 @@ export async function buildApp(
     ...fileRoutes(ctx),
     ...networkRoutes(ctx),
     ...secretRoutes(ctx),
+    ...templateRoutes(ctx),
     ...keyRoutes(ctx),
   );
 

@@ -54,15 +54,41 @@ const ttlMs = z
 
 // --------------------------------------------------------------------------------------- sandboxes
 
+/** What a create request configures; a template stores exactly these fields. */
+const sandboxRequestFields = {
+  preset: z.enum(presetNames as [string, ...string[]]).optional(),
+  policy: sandboxPolicySchema.optional().describe('Layered on the preset (SandboxPolicyInput)'),
+  timeoutMs: ttlMs.nullable().optional().describe('TTL (default 5 minutes); null for none'),
+  env: envSchema.optional(),
+  metadata: metadataSchema.optional(),
+};
+
+const TEMPLATE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const templateName = z
+  .string()
+  .regex(TEMPLATE_NAME, "a template name is lowercase letters, digits, '.', '_', '-' (at most 63)");
+
 export const createSandboxBody = z
   .object({
-    preset: z.enum(presetNames as [string, ...string[]]).optional(),
-    policy: sandboxPolicySchema.optional().describe('Layered on the preset (SandboxPolicyInput)'),
-    timeoutMs: ttlMs.nullable().optional().describe('TTL (default 5 minutes); null for none'),
-    env: envSchema.optional(),
-    metadata: metadataSchema.optional(),
+    ...sandboxRequestFields,
+    template: templateName
+      .optional()
+      .describe("A template's fields are the base; this request's fields are layered on top"),
   })
   .strict();
+
+// --------------------------------------------------------------------------------------- templates
+
+/** A named, reusable create request (everything POST /v1/sandboxes takes except `template`). */
+export const templateBody = z.object(sandboxRequestFields).strict();
+export const templateParams = z.object({ name: templateName }).strict();
+export const templateInfoSchema = z.object({
+  name: z.string(),
+  template: templateBody.describe('The stored create request, as it was sent'),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export const templateListSchema = z.object({ templates: z.array(templateInfoSchema) });
 
 export const sandboxInfoSchema = z.object({
   id: z.string(),

@@ -26,6 +26,7 @@ import {
 } from '../schemas.js';
 import type { ApiKeyRecord, SandboxRecord } from '../store/types.js';
 import { defineRoute, type RouteDef, type ServerContext } from './route.js';
+import { layerRequest, loadTemplate, type SandboxRequest } from './templates.js';
 
 export type SandboxInfo = z.infer<typeof sandboxInfoSchema>;
 
@@ -74,9 +75,10 @@ export async function createOwnedSandbox(
   key: ApiKeyRecord,
   metadata: Record<string, string>,
   create: Omit<CreateOptions, 'id'>,
+  template: string | null = null,
 ): Promise<{ sandbox: Sandbox; record: SandboxRecord }> {
   const id = randomBytes(8).toString('hex');
-  const record = await reserveSandbox(ctx.store, key, { sandboxId: id, metadata });
+  const record = await reserveSandbox(ctx.store, key, { sandboxId: id, template, metadata });
   let sandbox: Sandbox;
   try {
     sandbox = await ctx.manager.create({ ...create, id });
@@ -104,24 +106,34 @@ export function sandboxRoutes(ctx: ServerContext): RouteDef[] {
         201: { description: 'Created and ready', schema: infoSchema },
         400: { description: 'Invalid policy or options', schema: errorSchema },
         403: { description: 'Policy fields reserved for admin keys', schema: errorSchema },
+        404: { description: 'No such template', schema: errorSchema },
         429: { description: 'Sandbox quota or rate limit reached', schema: errorSchema },
       },
       async handler(call) {
         const { body, key } = call;
-        const raw = (call.request.body as { policy?: SandboxPolicyInput } | undefined)?.policy ?? {};
+        // The client's own fields: the parsed policy has defaults filled in, which would override the preset.
+        const sent = { ...(call.request.body as SandboxRequest | undefined) };
+        delete (sent as { template?: unknown }).template;
+        const request =
+          body.template === undefined
+            ? sent
+            : layerRequest(await loadTemplate(ctx.store, body.template), sent);
+        const raw = request.policy ?? {};
         if (!isAdmin(key)) {
-          // Checked on what the client sent: the parsed policy has defaults filled in.
+          // Checked on the combined policy against the caller's rights: an admin's template may bind host paths
+          // or name vault secrets, and a tenant cannot borrow those rights by naming the template.
           const refused = tenantPolicyRefusals(raw);
           if (refused.length > 0) {
+            const via = body.template === undefined ? '' : ` (with template "${body.template}")`;
             throw new ApiError(
               403,
               'POLICY_FORBIDDEN',
-              `these policy fields need an admin key: ${refused.join(', ')}; remove them or ask an admin`,
+              `these policy fields${via} need an admin key: ${refused.join(', ')}; remove them or ask an admin`,
             );
           }
         }
-        const preset = (body.preset ?? 'default') as PresetName;
-        // Layering a client's raw input (not the defaulted parse) keeps the preset's values where it is silent.
+        const preset = (request.preset ?? 'default') as PresetName;
+        // Layering raw input (not the defaulted parse) keeps the preset's values where the layers are silent.
         const resolved = resolvePolicy(preset, raw);
         if (resolved.seccomp !== 'default') {
           throw new ApiError(
@@ -130,13 +142,23 @@ export function sandboxRoutes(ctx: ServerContext): RouteDef[] {
             `sandboxes run with the "default" seccomp profile; preset or policy asked for "${resolved.seccomp}"`,
           );
         }
-        const { sandbox, record } = await createOwnedSandbox(ctx, key, body.metadata ?? {}, {
-          preset,
-          policy: raw,
-          ...(body.env === undefined ? {} : { env: body.env }),
-          ...(body.timeoutMs === undefined ? {} : { timeoutMs: body.timeoutMs }),
-        });
-        await call.audit('sandbox.create', { preset, metadata: record.metadata }, sandbox.id);
+        const { sandbox, record } = await createOwnedSandbox(
+          ctx,
+          key,
+          request.metadata ?? {},
+          {
+            preset,
+            policy: raw,
+            ...(request.env === undefined ? {} : { env: request.env }),
+            ...(request.timeoutMs === undefined ? {} : { timeoutMs: request.timeoutMs }),
+          },
+          body.template ?? null,
+        );
+        await call.audit(
+          'sandbox.create',
+          { preset, template: record.template, metadata: record.metadata },
+          sandbox.id,
+        );
         return sandboxInfo(sandbox, record);
       },
     }),
