@@ -121,3 +121,18 @@ export function parsePort(input: number | string): number {
 export function destinationText(d: Destination): string {
   return d.kind === 'domain' ? d.name : d.address;
 }
+
+/** The canonical text of a host as a peer wrote it (a TLS server name, say), or undefined if it is not a host. */
+export function canonicalText(host: string): string | undefined {
+  try {
+    return destinationText(canonicalizeHost(host));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A destination as it goes before `:port` in messages and audit events (IPv6 in brackets). */
+export function displayHost(d: Destination | undefined): string {
+  if (d === undefined) return '';
+  return d.kind === 'ip' && d.version === 6 ? `[${d.address}]` : destinationText(d);
+}

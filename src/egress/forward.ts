@@ -14,7 +14,7 @@ import { type Duplex, pipeline, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import type { SecretSession } from '../vault/index.js';
 import type { EgressBudget } from './budget.js';
-import type { Destination } from './destination.js';
+import { type Destination, destinationText, displayHost } from './destination.js';
 import { decideRequest } from './request-rules.js';
 import { type EgressRules, ruleNamesDestination } from './rules.js';
 
@@ -147,8 +147,7 @@ export function forwardRequest(
   const { headers, substituted } = admitted;
   const upstreamPath = admitted.path;
   const secrets = ctx.secrets;
-  const hostName =
-    target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
+  const hostName = destinationText(target.destination);
   const bodyRewrite =
     secrets && target.scheme === 'https' ? secrets.requestBody(hostName, target.port, path) : null;
   const redactor = secrets?.responseRedactor() ?? null;
@@ -345,8 +344,7 @@ function admitRequest(
   let upstreamPath = path;
   let substituted: readonly string[] = [];
   const secrets = ctx.secrets;
-  const hostName =
-    target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
+  const hostName = destinationText(target.destination);
   if (secrets) {
     if (target.scheme === 'http') {
       // Never put a credential on the wire in clear text: placeholders are only honoured over https.
@@ -606,12 +604,6 @@ export function sendText(
 /** Header values must be printable ASCII; anything else (from a hostile host name) becomes `?`. */
 export function headerSafe(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000);
-}
-
-export function displayHost(d: Destination | undefined): string {
-  if (d === undefined) return '';
-  if (d.kind === 'domain') return d.name;
-  return d.version === 6 ? `[${d.address}]` : d.address;
 }
 
 export function errorCode(err: unknown): string {

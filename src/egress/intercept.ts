@@ -13,7 +13,7 @@ import https from 'node:https';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { canonicalizeHost } from './destination.js';
+import { canonicalText, destinationText } from './destination.js';
 import type { ForwardTarget } from './forward.js';
 import type { CertificateAuthority } from './tls/ca.js';
 
@@ -84,8 +84,7 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
   return {
     close: () => agent.destroy(),
     async intercept(client, target, forward, done, upgrade) {
-      const host =
-        target.destination.kind === 'domain' ? target.destination.name : target.destination.address;
+      const host = destinationText(target.destination);
       let secureContext: tls.SecureContext;
       try {
         secureContext = await contextFor(host);
@@ -103,7 +102,7 @@ export function createInterceptor(options: InterceptorOptions): Interceptor {
         allowHTTP1: true,
         ...(leaf ? { key: leaf.keyPem, cert: leaf.certPem } : {}),
         SNICallback: (servername, cb) => {
-          if (sameHost(servername, host)) cb(null, secureContext);
+          if (canonicalText(servername) === host) cb(null, secureContext);
           else {
             refused = {
               rule: 'tls:sni-mismatch',
@@ -160,14 +159,5 @@ function originForm(target: string): string {
     return `${url.pathname}${url.search}`;
   } catch {
     return '/';
-  }
-}
-
-function sameHost(sni: string, host: string): boolean {
-  try {
-    const d = canonicalizeHost(sni);
-    return (d.kind === 'domain' ? d.name : d.address) === host;
-  } catch {
-    return false;
   }
 }

@@ -13,9 +13,8 @@ import http from 'node:http';
 import net from 'node:net';
 import type { SecretSession } from '../vault/index.js';
 import { EgressBudget } from './budget.js';
-import type { Destination } from './destination.js';
+import { type Destination, destinationText, displayHost } from './destination.js';
 import {
-  displayHost,
   type EgressEvent,
   type EgressProtocol,
   errorCode,
@@ -229,7 +228,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     const current = rules;
     if (current.requests.some((r) => ruleNamesDestination(r.host, destination, port))) return true;
     if (current.intercept.some((r) => ruleNamesDestination(r, destination, port))) return true;
-    const host = destination.kind === 'domain' ? destination.name : destination.address;
+    const host = destinationText(destination);
     return options.secrets?.bindsHost(host, port) ?? false;
   }
 

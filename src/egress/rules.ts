@@ -8,7 +8,13 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { type AddressClass, addressClassDescriptions, classifyAddress } from './address-classes.js';
-import { canonicalizeHost, type Destination, DestinationError, parsePort } from './destination.js';
+import {
+  canonicalizeHost,
+  type Destination,
+  DestinationError,
+  displayHost,
+  parsePort,
+} from './destination.js';
 import { type RequestRule, requestRuleSchema, requestRuleToInput } from './request-rules.js';
 
 export type EgressRule =
@@ -251,7 +257,7 @@ export function decide(
       reason: `${err.message}. Use a plain host name or IP address and a port 1-65535.`,
     };
   }
-  const shown = dest.kind === 'domain' ? `${dest.name}:${port}` : `${hostForDisplay(dest)}:${port}`;
+  const shown = dest.kind === 'domain' ? `${dest.name}:${port}` : `${displayHost(dest)}:${port}`;
 
   // The addresses this connection would reach: the literal, or every resolved answer (canonical).
   let addresses: string[] | undefined;
@@ -353,7 +359,7 @@ export function decide(
   const suggestion =
     dest.kind === 'domain'
       ? `add "${dest.name}" (or "${dest.name}:${port}", or a "*.parent" wildcard) to egress.allow`
-      : `add "${hostForDisplay(dest)}" (or a CIDR covering it) to egress.allow`;
+      : `add "${displayHost(dest)}" (or a CIDR covering it) to egress.allow`;
   if (rules.onUndecided === 'ask') {
     return {
       verdict: 'ask',
@@ -371,11 +377,6 @@ export function decide(
 
 function deny(dest: Destination, reason: string, rule: string): EgressDecision {
   return { verdict: 'deny', rule, destination: dest, reason };
-}
-
-function hostForDisplay(dest: Destination): string {
-  if (dest.kind === 'domain') return dest.name;
-  return dest.version === 6 ? `[${dest.address}]` : dest.address;
 }
 
 /** Does a connection rule name this destination (domain rules by name, IP rules by address; port if given)? */

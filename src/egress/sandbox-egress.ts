@@ -6,7 +6,7 @@
 import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { NetworkPolicy } from '../policy/schema.js';
+import { egressRulesOf, type NetworkPolicy } from '../policy/schema.js';
 import type { SecretSession } from '../vault/index.js';
 import {
   type EgressEvent,
@@ -80,14 +80,7 @@ export async function startSandboxEgress(options: SandboxEgressOptions): Promise
     }
     const proxy = await startEgressProxy({
       socketPath: join(dir, EGRESS_SOCKET_NAME),
-      rules: options.rules ?? {
-        allow: network.allow,
-        deny: network.deny,
-        allowPrivate: network.allowPrivate,
-        requests: network.requests,
-        intercept: network.intercept,
-        onUndecided: network.onUndecided,
-      },
+      rules: options.rules ?? egressRulesOf(network),
       limits: definedLimits(network.limits),
       ...(services
         ? { tls: { ca: services.ca, ...(services.upstreamCa ? { upstreamCa: services.upstreamCa } : {}) } }

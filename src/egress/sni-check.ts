@@ -4,7 +4,7 @@
  * session for any other site behind it (domain fronting). Non-TLS tunnels (SSH, a database protocol) pass.
  */
 import type net from 'node:net';
-import { canonicalizeHost, type Destination } from './destination.js';
+import { canonicalText, type Destination, destinationText } from './destination.js';
 import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from './tls/client-hello.js';
 
 export type SniVerdict =
@@ -40,8 +40,8 @@ export function checkFirstFlight(
         settle({ ok: true, bytes: buf });
         return true;
       }
-      const named = canonicalName(hello.serverName);
-      const host = admitted.kind === 'domain' ? admitted.name : admitted.address;
+      const named = canonicalText(hello.serverName);
+      const host = destinationText(admitted);
       if (named === host) settle({ ok: true, bytes: buf });
       else {
         settle({
@@ -76,13 +76,4 @@ export function checkFirstFlight(
     client.once('end', onEnd);
     client.resume();
   });
-}
-
-function canonicalName(sni: string): string | undefined {
-  try {
-    const d = canonicalizeHost(sni);
-    return d.kind === 'domain' ? d.name : d.address;
-  } catch {
-    return undefined;
-  }
 }

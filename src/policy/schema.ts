@@ -3,7 +3,7 @@
  * Every field has a safe default; presets (./presets.ts) fill in what real tools need.
  */
 import { z } from 'zod';
-import { egressRulesSchema } from '../egress/rules.js';
+import { type EgressRulesInput, egressRulesSchema } from '../egress/rules.js';
 
 const absolutePath = z
   .string()
@@ -121,17 +121,20 @@ export const networkSchema = z
   ])
   .superRefine((network, ctx) => {
     if (network.mode !== 'proxy') return;
-    const checked = egressRulesSchema.safeParse({
-      allow: network.allow,
-      deny: network.deny,
-      allowPrivate: network.allowPrivate,
-      requests: network.requests,
-      intercept: network.intercept,
-      onUndecided: network.onUndecided,
-    });
+    const checked = egressRulesSchema.safeParse(egressRulesOf(network));
     if (!checked.success) for (const issue of checked.error.issues) ctx.addIssue(issue);
   });
 export type NetworkPolicy = z.output<typeof networkSchema>;
+
+type ProxyRuleFields = 'allow' | 'deny' | 'allowPrivate' | 'requests' | 'intercept' | 'onUndecided';
+
+/** The egress rules of a proxy-mode network policy, as written: what its proxy starts with. */
+export function egressRulesOf(
+  network: Pick<Extract<NetworkPolicy, { mode: 'proxy' }>, ProxyRuleFields>,
+): EgressRulesInput {
+  const { allow, deny, allowPrivate, requests, intercept, onUndecided } = network;
+  return { allow, deny, allowPrivate, requests, intercept, onUndecided };
+}
 
 export const limitsSchema = z
   .object({

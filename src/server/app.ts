@@ -14,7 +14,6 @@ import type { SandboxManager } from '../sandbox/manager.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { authenticate, presentedKeyFromHeaders } from './auth/api-keys.js';
 import { type Action, authorize } from './auth/authorize.js';
-import { ForbiddenError } from './auth/errors.js';
 import { RateLimiter } from './auth/limits.js';
 import { registerE2bRoutes } from './e2b/index.js';
 import { ApiError, describeZodError, notFound, toApiError } from './errors.js';
@@ -24,7 +23,7 @@ import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
 import { networkRoutes } from './routes/network.js';
 import { type Call, type RouteDef, SENT, type ServerContext, type ServerMetrics } from './routes/route.js';
-import { sandboxRoutes } from './routes/sandboxes.js';
+import { findOwnedSandbox, sandboxRoutes } from './routes/sandboxes.js';
 import { secretRoutes } from './routes/secrets.js';
 import { systemRoutes } from './routes/system.js';
 import { templateRoutes } from './routes/templates.js';
@@ -244,24 +243,14 @@ export async function buildApp(
           request.log.error({ err }, `audit event ${type} not recorded`);
         }
       },
-      sandbox: async (id: string, action: Action) => {
-        const missing = notFound(`sandbox ${id}`, 'list yours with GET /v1/sandboxes');
-        const record = await store.getSandbox(id);
-        if (record === null) throw missing;
-        try {
-          authorize(key, action, record.ownerKeyId);
-        } catch (err) {
-          // Another tenant's sandbox is reported exactly like a missing one, so ids cannot be probed.
-          if (err instanceof ForbiddenError && err.reason === 'not-owner') throw missing;
-          throw err;
-        }
-        const sandbox = manager.get(id);
-        if (sandbox === undefined || sandbox.state === 'stopped') {
-          await store.deleteSandbox(id).catch(() => {});
-          throw missing;
-        }
-        return { sandbox, record };
-      },
+      sandbox: (id: string, action: Action) =>
+        findOwnedSandbox(
+          ctx,
+          key,
+          id,
+          action,
+          notFound(`sandbox ${id}`, 'list yours with GET /v1/sandboxes'),
+        ),
     };
   };
 

@@ -8,10 +8,10 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import { authenticate, presentedKeyFromHeaders } from '../auth/api-keys.js';
 import { type Action, authorize } from '../auth/authorize.js';
-import { ForbiddenError } from '../auth/errors.js';
 import type { RateLimiter } from '../auth/limits.js';
 import { ApiError } from '../errors.js';
 import type { ServerContext } from '../routes/route.js';
+import { findOwnedSandbox } from '../routes/sandboxes.js';
 import type { ApiKeyRecord, SandboxRecord } from '../store/types.js';
 
 export interface E2bDeps {
@@ -45,27 +45,18 @@ export class E2bAccess {
   }
 
   /** The live sandbox `id` if `key` may do `action` on it; 404 otherwise (also for other tenants' ones). */
-  async sandbox(
+  sandbox(
     key: ApiKeyRecord,
     id: string,
     action: Action,
   ): Promise<{ sandbox: Sandbox; record: SandboxRecord }> {
-    const missing = new ApiError(404, 'NOT_FOUND', `sandbox ${id} not found`);
-    const record = await this.#deps.ctx.store.getSandbox(id);
-    if (record === null) throw missing;
-    try {
-      authorize(key, action, record.ownerKeyId);
-    } catch (err) {
-      // Another tenant's sandbox looks exactly like a missing one, so ids cannot be probed.
-      if (err instanceof ForbiddenError && err.reason === 'not-owner') throw missing;
-      throw err;
-    }
-    const sandbox = this.#deps.ctx.manager.get(id);
-    if (sandbox === undefined || sandbox.state === 'stopped') {
-      await this.#deps.ctx.store.deleteSandbox(id).catch(() => {});
-      throw missing;
-    }
-    return { sandbox, record };
+    return findOwnedSandbox(
+      this.#deps.ctx,
+      key,
+      id,
+      action,
+      new ApiError(404, 'NOT_FOUND', `sandbox ${id} not found`),
+    );
   }
 
   /** The sandbox a daemon request is for (E2b-Sandbox-Id), checked against its access token. */

@@ -6,6 +6,8 @@ import type { PresetName } from '../../policy/presets.js';
 import type { SandboxPolicyInput } from '../../policy/schema.js';
 import type { CreateOptions } from '../../sandbox/manager.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
+import { type Action, authorize } from '../auth/authorize.js';
+import { ForbiddenError } from '../auth/errors.js';
 import { reserveSandbox } from '../auth/limits.js';
 import { ApiError } from '../errors.js';
 import {
@@ -65,6 +67,33 @@ export function tenantPolicyRefusals(policy: SandboxPolicyInput): string[] {
 }
 
 const SANDBOX_404 = { description: 'No such sandbox (or not yours)', schema: errorSchema };
+
+/**
+ * The live sandbox `id` if `key` may do `action` on it. Otherwise `missing` (a 404), also for another tenant's
+ * sandbox, so ids cannot be probed; a record whose sandbox has ended is dropped on the way.
+ */
+export async function findOwnedSandbox(
+  ctx: Pick<ServerContext, 'store' | 'manager'>,
+  key: ApiKeyRecord,
+  id: string,
+  action: Action,
+  missing: Error,
+): Promise<{ sandbox: Sandbox; record: SandboxRecord }> {
+  const record = await ctx.store.getSandbox(id);
+  if (record === null) throw missing;
+  try {
+    authorize(key, action, record.ownerKeyId);
+  } catch (err) {
+    if (err instanceof ForbiddenError && err.reason === 'not-owner') throw missing;
+    throw err;
+  }
+  const sandbox = ctx.manager.get(id);
+  if (sandbox === undefined || sandbox.state === 'stopped') {
+    await ctx.store.deleteSandbox(id).catch(() => {});
+    throw missing;
+  }
+  return { sandbox, record };
+}
 
 /**
  * Creates a sandbox owned by `key`: the ownership row is reserved first (the quota is checked in the same
