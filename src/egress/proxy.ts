@@ -402,6 +402,21 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     void upgrade(req, socket, head);
   });
 
+  /**
+   * Answers a refused admission (403 for policy, 502 when the name did not resolve) and audits it; `send`
+   * writes the response the way the connection needs (raw bytes on a socket, or an http.ServerResponse).
+   */
+  function refuse(
+    admission: Refused,
+    protocol: 'http' | 'connect',
+    started: number,
+    send: (status: number, headers: Record<string, string>, body: string) => void,
+  ): void {
+    const status = admission.why === 'policy' ? 403 : 502;
+    send(status, denialHeaders(admission), denialBody(admission));
+    emit(refusalEvent(admission, protocol, started, status));
+  }
+
   /** An `Upgrade` (WebSocket) to an http:// URL: admitted like a request, then spliced (forward.ts). */
   async function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
     const started = Date.now();
@@ -415,9 +430,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     const admission = await admit(url.hostname, port, 'http');
     if (closed || socket.destroyed) return;
     if (!admission.ok) {
-      const status = admission.why === 'policy' ? 403 : 502;
-      socket.end(rawResponse(status, denialHeaders(admission), denialBody(admission)));
-      emit(refusalEvent(admission, 'http', started, status));
+      refuse(admission, 'http', started, (...parts) => socket.end(rawResponse(...parts)));
       return;
     }
     const destination = admission.decision.destination;
@@ -446,9 +459,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
     const admission = await admit(url.hostname, port, 'http');
     if (closed || req.socket.destroyed) return;
     if (!admission.ok) {
-      const status = admission.why === 'policy' ? 403 : 502;
-      sendText(res, status, denialBody(admission), denialHeaders(admission));
-      emit(refusalEvent(admission, 'http', started, status));
+      refuse(admission, 'http', started, (status, headers, body) => sendText(res, status, body, headers));
       return;
     }
     const destination = admission.decision.destination;
@@ -489,9 +500,7 @@ export async function startEgressProxy(options: EgressProxyOptions): Promise<Egr
         };
     if (closed || client.destroyed) return;
     if (!admission.ok) {
-      const status = admission.why === 'policy' ? 403 : 502;
-      client.end(rawResponse(status, denialHeaders(admission), denialBody(admission)));
-      emit(refusalEvent(admission, 'connect', started, status));
+      refuse(admission, 'connect', started, (...parts) => client.end(rawResponse(...parts)));
       return;
     }
     const port = Number(parsed?.port);

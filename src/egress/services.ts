@@ -44,3 +44,22 @@ export async function openEgressServices(
     vault: Vault.open(join(stateDir, 'vault'), options.vaultKey ? { key: options.vaultKey } : {}),
   };
 }
+
+/**
+ * Opens the services on first call and shares them afterwards: `given` when the caller configured them,
+ * else the ones in `stateDir` (read when first needed, so an engine that never runs a proxy-mode sandbox
+ * never creates a CA). A failed open is not cached, so fixing the directory and retrying works.
+ */
+export function lazyEgressServices(
+  given: EgressServices | undefined,
+  stateDir: () => string,
+): () => Promise<EgressServices> {
+  let opening: Promise<EgressServices> | undefined;
+  return () => {
+    opening ??= (given ? Promise.resolve(given) : openEgressServices(stateDir())).catch((err: Error) => {
+      opening = undefined;
+      throw err;
+    });
+    return opening;
+  };
+}

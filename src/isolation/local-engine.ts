@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startSandboxEgress } from '../egress/sandbox-egress.js';
-import { defaultStateDir, type EgressServices, openEgressServices } from '../egress/services.js';
+import { defaultStateDir, type EgressServices, lazyEgressServices } from '../egress/services.js';
 import type { SandboxPolicy, SeccompProfileName } from '../policy/schema.js';
 import type { Enforcement, Engine, Outcome, RunRequest, RunResult } from '../sandbox/engine.js';
 import { type AgentStatus, parseAgentStatus } from './agent-status.js';
@@ -135,11 +135,10 @@ export class LocalEngine implements Engine {
   readonly #filters = new Map<SeccompProfileName, Promise<Buffer>>();
   #swept = false;
   #reaped = false;
-  readonly #egressOption: EgressServices | undefined;
-  #services: Promise<EgressServices> | undefined;
+  readonly #openServices: () => Promise<EgressServices>;
 
   constructor(options: LocalEngineOptions = {}) {
-    this.#egressOption = options.egress;
+    this.#openServices = lazyEgressServices(options.egress, () => defaultStateDir());
     const host = resolveEngineHost(options);
     this.#bwrap = host.bwrapPath;
     this.#agentPath = host.agentPath;
@@ -196,15 +195,11 @@ export class LocalEngine implements Engine {
 
   /** The installation's CA and vault, opened on the first proxy-mode run (see egress/services.ts). */
   #egressServices(): Promise<EgressServices> {
-    this.#services ??= (
-      this.#egressOption ? Promise.resolve(this.#egressOption) : openEgressServices(defaultStateDir())
-    ).catch((err: Error) => {
-      this.#services = undefined;
+    return this.#openServices().catch((err: Error) => {
       throw new SandboxSetupError(
         `cannot open the egress CA and vault: ${err.message}; set IRONCAGE_STATE_DIR to a writable directory`,
       );
     });
-    return this.#services;
   }
 
   async #run(

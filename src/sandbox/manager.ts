@@ -23,7 +23,7 @@ import { AgentClient } from '../agent/client.js';
 import type { EgressAskRequest } from '../egress/proxy.js';
 import { rulesToInput } from '../egress/rules.js';
 import { EGRESS_SOCKET_NAME } from '../egress/sandbox-egress.js';
-import { type EgressServices, openEgressServices } from '../egress/services.js';
+import { type EgressServices, lazyEgressServices } from '../egress/services.js';
 import {
   type CgroupHost,
   openSandboxCgroup,
@@ -122,12 +122,14 @@ export class SandboxManager {
   readonly #creating = new Set<string>();
   #engine: Engine | null = null;
   #seccomp: Promise<Buffer> | null = null;
-  #services: Promise<EgressServices> | null = null;
+  readonly #egressServices: () => Promise<EgressServices>;
   #state: 'new' | 'started' | 'closed' = 'new';
 
   constructor(options: SandboxManagerOptions) {
     this.#options = options;
     this.stateDir = resolve(options.stateDir);
+    // The CA and vault: the configured ones, else opened in the state directory on first use.
+    this.#egressServices = lazyEgressServices(options.egress, () => this.#options.stateDir);
   }
 
   get #lockPath(): string {
@@ -289,19 +291,6 @@ export class SandboxManager {
       hostId: meta.hostId,
       ...(this.#options.egressLog === undefined ? {} : { logLimits: this.#options.egressLog }),
     });
-  }
-
-  /** The installation's CA and vault: the configured ones, else opened in the state directory on first use. */
-  #egressServices(): Promise<EgressServices> {
-    this.#services ??= (
-      this.#options.egress
-        ? Promise.resolve(this.#options.egress)
-        : openEgressServices(this.#options.stateDir)
-    ).catch((err: Error) => {
-      this.#services = null;
-      throw err;
-    });
-    return this.#services;
   }
 
   #sandbox(
