@@ -32,6 +32,33 @@ function checkTenantRules(key: ApiKeyRecord, rules: Partial<EgressRulesInput>): 
   }
 }
 
+/** PATCH merges into the rules in force, PUT replaces them; both answer with the rules now in force. */
+function rulesUpdateRoute(method: 'PATCH' | 'PUT', summary: string, how: 'merge' | 'replace'): RouteDef {
+  return defineRoute({
+    method,
+    url: '/v1/sandboxes/:id/network',
+    summary,
+    tag: 'network',
+    auth: 'sandbox:write',
+    params: sandboxIdParams,
+    body: egressRulesBody,
+    ...(method === 'PATCH' ? { mergePatch: true } : {}),
+    responses: {
+      200: { description: 'Rules now in force', schema: networkSchema },
+      400: { description: 'Invalid rule (the old rules stay)', schema: errorSchema },
+      404: SANDBOX_404,
+      409: DISABLED_409,
+    },
+    async handler(call) {
+      const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
+      checkTenantRules(call.key, call.body);
+      sandbox.network[how](call.body);
+      await call.audit(`network.${how}`, call.body, sandbox.id);
+      return view(sandbox);
+    },
+  });
+}
+
 export function networkRoutes(_ctx: ServerContext): RouteDef[] {
   return [
     defineRoute({
@@ -48,53 +75,12 @@ export function networkRoutes(_ctx: ServerContext): RouteDef[] {
       },
     }),
 
-    defineRoute({
-      method: 'PATCH',
-      url: '/v1/sandboxes/:id/network',
-      summary:
-        'Add egress rules live (union with the rules in force; application/json or application/merge-patch+json)',
-      tag: 'network',
-      auth: 'sandbox:write',
-      params: sandboxIdParams,
-      body: egressRulesBody,
-      mergePatch: true,
-      responses: {
-        200: { description: 'Rules now in force', schema: networkSchema },
-        400: { description: 'Invalid rule (the old rules stay)', schema: errorSchema },
-        404: SANDBOX_404,
-        409: DISABLED_409,
-      },
-      async handler(call) {
-        const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
-        checkTenantRules(call.key, call.body);
-        sandbox.network.merge(call.body);
-        await call.audit('network.merge', call.body, sandbox.id);
-        return view(sandbox);
-      },
-    }),
-
-    defineRoute({
-      method: 'PUT',
-      url: '/v1/sandboxes/:id/network',
-      summary: 'Replace every egress rule live (the way to remove one)',
-      tag: 'network',
-      auth: 'sandbox:write',
-      params: sandboxIdParams,
-      body: egressRulesBody,
-      responses: {
-        200: { description: 'Rules now in force', schema: networkSchema },
-        400: { description: 'Invalid rule (the old rules stay)', schema: errorSchema },
-        404: SANDBOX_404,
-        409: DISABLED_409,
-      },
-      async handler(call) {
-        const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
-        checkTenantRules(call.key, call.body);
-        sandbox.network.replace(call.body);
-        await call.audit('network.replace', call.body, sandbox.id);
-        return view(sandbox);
-      },
-    }),
+    rulesUpdateRoute(
+      'PATCH',
+      'Add egress rules live (union with the rules in force; application/json or application/merge-patch+json)',
+      'merge',
+    ),
+    rulesUpdateRoute('PUT', 'Replace every egress rule live (the way to remove one)', 'replace'),
 
     defineRoute({
       method: 'GET',
