@@ -259,8 +259,10 @@ export class Commands {
     if (queue.length < 10_000) queue.push(event);
   }
 
-  #track(id: number, pid: number, argv: readonly string[], tag: string): Tracked {
+  /** `listener` is added before the early events are replayed, so it also sees output that beat the reply. */
+  #track(id: number, pid: number, argv: readonly string[], tag: string, listener?: Listener): Tracked {
     const tracked = new Tracked(id, pid, argv, tag);
+    if (listener !== undefined) tracked.listeners.add(listener);
     this.#tracked.set(id, tracked);
     const early = this.#early.get(id);
     this.#early.delete(id);
@@ -314,10 +316,11 @@ export class Commands {
       });
     execId = id;
     for (const [procId, event] of early.splice(0)) if (procId === id) onExec?.(event);
-    const tracked = this.#track(id, pid, argv, options.tag ?? '');
     const out = new Collector(this.#host.outputLimit, options.onStdout);
     const err = new Collector(this.#host.outputLimit, options.onStderr);
-    tracked.listeners.add((chunk) => (chunk.stream === 'stdout' ? out : err).push(chunk.data));
+    const tracked = this.#track(id, pid, argv, options.tag ?? '', (chunk) =>
+      (chunk.stream === 'stdout' ? out : err).push(chunk.data),
+    );
     if (stdinData !== null) {
       const bytes = typeof stdinData === 'string' ? Buffer.from(stdinData, 'utf8') : stdinData;
       await client.writeStdin(id, bytes).catch(() => {});
