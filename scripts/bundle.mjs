@@ -18,7 +18,8 @@ await build({
   target: 'node20',
   logLevel: 'warning',
   // A native addon cannot be bundled: the server's store loads it from node_modules at run time.
-  external: ['better-sqlite3'],
+  // pg-native: pg's optional libpq binding, required only if `pg.native` is used (never); not installed.
+  external: ['better-sqlite3', 'pg-native'],
   // CommonJS dependencies (fastify) call require() for Node built-ins; an ES module has none of its own.
   banner: {
     js: "import { createRequire as __ironcageRequire } from 'node:module'; const require = __ironcageRequire(import.meta.url);",

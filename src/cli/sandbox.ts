@@ -146,13 +146,15 @@ commands:
   cp LOCAL ID:PATH               upload a file (LOCAL '-' reads stdin); binary-safe
   cp ID:PATH LOCAL               download a file (LOCAL '-' writes stdout); binary-safe
   logs ID PROCESS_ID [--from N]  replay a process's output from byte N, then follow it until it exits
+  shell ID [--cmd STRING | -- CMD [ARGS...]] [--cwd DIR] [--env K=V]...
+                                 interactive terminal (login shell by default); piped stdin works too
   kill ID                        kill a sandbox (processes, workspace, snapshots)
   pause ID | resume ID           freeze / thaw every process of a sandbox
   snapshot ID NAME               checkpoint the workspace under NAME
   restore ID NAME                roll the workspace back to snapshot NAME
 
 ${CONNECTION_HELP}
-exit codes: 0 ok; 2 usage error; 1 API error (its code is printed); exec and logs: the command's own code,
+exit codes: 0 ok; 2 usage error; 1 API error (its code is printed); exec, logs, shell: the command's own code,
 124 on timeout, 128+N when it died of signal N.
 `;
 
@@ -165,6 +167,8 @@ const SUBCOMMANDS: Record<string, Handler> = {
   exec: execCmd,
   cp: cpCmd,
   logs: logsCmd,
+  // Loaded on use: the terminal pulls in the WebSocket client.
+  shell: async (a, io) => (await import('./shell.js')).shellCmd(a, io),
   kill: (a, io) => lifecycleCmd('kill', a, io),
   pause: (a, io) => lifecycleCmd('pause', a, io),
   resume: (a, io) => lifecycleCmd('resume', a, io),

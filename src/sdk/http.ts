@@ -85,7 +85,10 @@ export class HttpClient {
     }
   }
 
-  /** Streams an application/x-ndjson response, one parsed object per line. */
+  /**
+   * Streams an application/x-ndjson response, one parsed object per line. Heartbeat lines (the server's
+   * keep-alive during silence) are consumed here and never yielded.
+   */
   async *ndjson<T>(method: string, path: string, options: RequestOptions = {}): AsyncGenerator<T> {
     const res = await this.request(method, path, { ...options, accept: 'application/x-ndjson' });
     if (res.body === null) return;
@@ -98,7 +101,8 @@ export class HttpClient {
         while (newline !== -1) {
           const line = pending.slice(0, newline);
           pending = pending.slice(newline + 1);
-          if (line.trim() !== '') yield JSON.parse(line) as T;
+          const parsed = parseLine(line);
+          if (parsed !== undefined) yield parsed as T;
           newline = pending.indexOf('\n');
         }
       }
@@ -107,7 +111,8 @@ export class HttpClient {
       throw new ConnectionError(this.#url(path, options.query), err);
     }
     pending += decoder.decode();
-    if (pending.trim() !== '') yield JSON.parse(pending) as T;
+    const last = parseLine(pending);
+    if (last !== undefined) yield last as T;
   }
 
   #url(path: string, query: Record<string, QueryValue> | undefined): string {
@@ -117,6 +122,18 @@ export class HttpClient {
     }
     return url.toString();
   }
+}
+
+/** One NDJSON line, or undefined for a blank line or a heartbeat. */
+function parseLine(line: string): unknown {
+  if (line.trim() === '') return undefined;
+  const value = JSON.parse(line) as unknown;
+  return isHeartbeat(value) ? undefined : value;
+}
+
+/** The server's keep-alive line during a silent stream: `{"type":"heartbeat"}`. */
+export function isHeartbeat(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'heartbeat';
 }
 
 /** Path segment for an id or name: the server's patterns already exclude '/', this keeps odd input harmless. */

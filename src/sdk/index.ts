@@ -21,8 +21,16 @@ export {
   RateLimitError,
   ValidationError,
 } from './errors.js';
-export { Files } from './files.js';
+export { Files, type WatchDirOptions, WatchHandle } from './files.js';
 export { type ConnectionOptions, DEFAULT_API_URL } from './http.js';
 export { Network } from './network.js';
+export {
+  Pty,
+  PtyClosedError,
+  type PtyCreateOptions,
+  type PtyExit,
+  PtyHandle,
+  type PtyTarget,
+} from './pty.js';
 export { Sandbox, type SandboxCreateOptions, type SandboxListOptions } from './sandbox.js';
 export type * from './types.js';

@@ -4,6 +4,7 @@ import { NotFoundError } from './errors.js';
 import { Files } from './files.js';
 import { type ConnectionOptions, HttpClient, seg } from './http.js';
 import { Network } from './network.js';
+import { Pty } from './pty.js';
 import type { SandboxInfo, SandboxPage, SnapshotInfo } from './types.js';
 
 export interface SandboxCreateOptions extends ConnectionOptions {
@@ -33,17 +34,23 @@ export class Sandbox implements AsyncDisposable {
   readonly commands: Commands;
   readonly files: Files;
   readonly network: Network;
+  /** Interactive terminals (WebSocket). */
+  readonly pty: Pty;
   readonly #http: HttpClient;
   readonly #base: string;
 
   /** Use Sandbox.create or Sandbox.connect. */
-  protected constructor(http: HttpClient, id: string) {
+  protected constructor(http: HttpClient, id: string, connection: ConnectionOptions = {}) {
     this.#http = http;
     this.id = id;
     this.#base = `/v1/sandboxes/${seg(id)}`;
     this.commands = new Commands(http, id);
     this.files = new Files(http, id);
     this.network = new Network(http, id);
+    // The WebSocket is opened outside HttpClient, so it gets the same key (HttpClient checked there is one).
+    const apiKey = connection.apiKey ?? process.env.IRONCAGE_API_KEY ?? '';
+    const headers = { ...(connection.headers ?? {}), authorization: `Bearer ${apiKey}` };
+    this.pty = new Pty({ apiUrl: http.apiUrl, headers: () => ({ ...headers }) }, id);
   }
 
   /** Creates a sandbox and resolves once it is ready. */
@@ -59,14 +66,14 @@ export class Sandbox implements AsyncDisposable {
         ...(metadata === undefined ? {} : { metadata }),
       },
     });
-    return new Sandbox(http, info.id);
+    return new Sandbox(http, info.id, options);
   }
 
   /** A sandbox that already exists (checked: NotFoundError when it does not, or is not this key's). */
   static async connect(id: string, options: ConnectionOptions = {}): Promise<Sandbox> {
     const http = new HttpClient(options);
     const info = await http.json<SandboxInfo>('GET', `/v1/sandboxes/${seg(id)}`);
-    return new Sandbox(http, info.id);
+    return new Sandbox(http, info.id, options);
   }
 
   /** One page of the key's sandboxes (every tenant's for an admin key). */

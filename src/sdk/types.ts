@@ -72,6 +72,16 @@ export interface FileEntry {
   mtimeMs: number;
 }
 
+/** One change below a watched directory (files.watchDir). */
+export interface FileWatchEvent {
+  /** A rename arrives as the old name's `rename` and the new name's `create`. */
+  kind: 'create' | 'write' | 'remove' | 'rename' | 'chmod';
+  /** Relative to the watched directory ('' for the directory itself). */
+  name: string;
+  /** Absolute, inside the sandbox. */
+  path: string;
+}
+
 export interface RequestRule {
   action: 'allow' | 'deny';
   host: string;

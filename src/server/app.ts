@@ -7,6 +7,7 @@
  * of params, query and body → handler. Every failure on the way is `{ error: { code, message } }`.
  */
 import { randomUUID } from 'node:crypto';
+import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { EgressServices } from '../egress/services.js';
@@ -17,16 +18,19 @@ import { type Action, authorize } from './auth/authorize.js';
 import { RateLimiter } from './auth/limits.js';
 import { registerE2bRoutes } from './e2b/index.js';
 import { ApiError, describeZodError, notFound, toApiError } from './errors.js';
-import { registerMcpRoutes } from './mcp-http.js';
+import { type McpHttpOptions, registerMcpRoutes } from './mcp-http.js';
+import { ServerMetrics } from './metrics.js';
 import { commandRoutes } from './routes/commands.js';
 import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
 import { networkRoutes } from './routes/network.js';
-import { type Call, type RouteDef, SENT, type ServerContext, type ServerMetrics } from './routes/route.js';
+import { registerPtyRoutes, WEBSOCKET_MAX_MESSAGE_BYTES } from './routes/pty.js';
+import { type Call, type RouteDef, SENT, type ServerContext } from './routes/route.js';
 import { findOwnedSandbox, sandboxRoutes } from './routes/sandboxes.js';
 import { secretRoutes } from './routes/secrets.js';
 import { systemRoutes } from './routes/system.js';
 import { templateRoutes } from './routes/templates.js';
+import { endWatchStreams, watchRoutes } from './routes/watch.js';
 import type { ApiKeyRecord, Store } from './store/types.js';
 
 export interface AppOptions {
@@ -36,6 +40,10 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Per-key request buckets (default: a new one). */
   rateLimiter?: RateLimiter;
+  /** Silence after which NDJSON and MCP event streams get a heartbeat, ms (default 15 s; 0 disables). */
+  heartbeatMs?: number;
+  /** The /mcp endpoint's limits, or false to serve no /mcp at all. */
+  mcp?: McpHttpOptions | false;
 }
 
 export interface BuildAppInput {
@@ -92,7 +100,7 @@ export async function buildApp(
   const { manager, store, services } = input;
   const options = input.options ?? {};
   const limiter = options.rateLimiter ?? new RateLimiter();
-  const metrics: ServerMetrics = { execs: 0, requests: new Map() };
+  const metrics = new ServerMetrics(manager);
   const keys = new WeakMap<FastifyRequest, ApiKeyRecord>();
   const tracked = new WeakSet<Sandbox>();
   let accepting = true;
@@ -102,12 +110,14 @@ export async function buildApp(
     store,
     services,
     metrics,
+    ...(options.heartbeatMs === undefined ? {} : { ndjsonHeartbeatMs: options.heartbeatMs }),
     get accepting() {
       return accepting;
     },
     track(sandbox) {
       if (tracked.has(sandbox)) return;
       tracked.add(sandbox);
+      metrics.observeSandbox(sandbox);
       // The ownership row is the sandbox's liveness (quota counts rows): it goes when the sandbox does.
       sandbox.once('stopped', (reason) => {
         void store.deleteSandbox(sandbox.id).catch(() => {});
@@ -167,6 +177,11 @@ export async function buildApp(
     });
   });
 
+  // WebSocket upgrades are routed like requests (onRequest authentication runs before any 101); a route opts
+  // in with a wsHandler, an upgrade to any other route is closed. Registered before the other hooks: its own
+  // onRequest marks the request as an upgrade, so a refusal by a later hook still closes the socket.
+  await app.register(fastifyWebsocket, { options: { maxPayload: WEBSOCKET_MAX_MESSAGE_BYTES } });
+
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     const auth = (request.routeOptions.config as RouteConfig | undefined)?.auth;
@@ -178,14 +193,13 @@ export async function buildApp(
     keys.set(request, key);
   });
 
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched';
-    const metric = `${request.method} ${request.is404 ? 'unmatched' : route} ${reply.statusCode}`;
-    metrics.requests.set(metric, (metrics.requests.get(metric) ?? 0) + 1);
-  });
+  // Request latency and counts by route pattern, and refusals (auth, rate limit, quota) in every scope.
+  metrics.instrument(app);
 
   app.addHook('preClose', async () => {
     accepting = false;
+    // Watch streams never end on their own: end them, or closing would wait for every watching client.
+    endWatchStreams(ctx);
   });
 
   const routes: RouteDef[] = [];
@@ -194,6 +208,7 @@ export async function buildApp(
     ...sandboxRoutes(ctx),
     ...commandRoutes(ctx),
     ...fileRoutes(ctx),
+    ...watchRoutes(ctx),
     ...networkRoutes(ctx),
     ...secretRoutes(ctx),
     ...templateRoutes(ctx),
@@ -265,7 +280,17 @@ export async function buildApp(
   // E2B wire compatibility: the unmodified e2b SDK's control plane under /e2b, its sandbox plane under /e2b/envd.
   await registerE2bRoutes(app, { ctx, limiter });
   // MCP over streamable HTTP, with the same keys and tenancy as the rest of the API.
-  await registerMcpRoutes(app, { ctx, limiter });
+  if (options.mcp !== false) {
+    await registerMcpRoutes(app, {
+      ctx,
+      limiter,
+      ...(options.heartbeatMs === undefined ? {} : { sseKeepAliveMs: options.heartbeatMs }),
+      ...options.mcp,
+    });
+  }
+
+  // Terminals over WebSocket: served by their module (upgrade), listed in the OpenAPI document from here on.
+  routes.push(...(await registerPtyRoutes(app, { ctx, keyOf: (request) => keys.get(request) })));
 
   // Not `return app`: a Fastify instance is thenable, and an async function would await it.
   return { app, reconciled };

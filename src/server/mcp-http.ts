@@ -33,6 +33,13 @@ import type { ApiKeyRecord } from './store/types.js';
 
 export const MCP_PATH = '/mcp';
 
+/** Session bounds when McpHttpDeps names none. */
+export const MCP_HTTP_DEFAULTS = {
+  maxSessions: 64,
+  maxSessionsPerKey: 8,
+  sessionIdleMs: 30 * 60_000,
+} as const;
+
 export interface McpHttpDeps {
   ctx: ServerContext;
   limiter: RateLimiter;
@@ -44,7 +51,12 @@ export interface McpHttpDeps {
   maxSessionsPerKey?: number;
   /** A session without any request (and no open stream) for this long is closed (default 30 minutes). */
   sessionIdleMs?: number;
+  /** Silence after which an open SSE stream gets a keep-alive comment, ms (default 15 s; 0 disables). */
+  sseKeepAliveMs?: number;
 }
+
+/** What an operator sets on the /mcp endpoint (`ironcage serve --mcp-*`). */
+export type McpHttpOptions = Omit<McpHttpDeps, 'ctx' | 'limiter'>;
 
 interface Session {
   mcp: SandboxMcpServer;
@@ -60,9 +72,9 @@ interface Session {
 /** Registers POST, GET and DELETE /mcp in their own scope. */
 export async function registerMcpRoutes(app: FastifyInstance, deps: McpHttpDeps): Promise<void> {
   const { ctx, limiter } = deps;
-  const maxSessions = deps.maxSessions ?? 64;
-  const maxPerKey = deps.maxSessionsPerKey ?? 8;
-  const idleMs = deps.sessionIdleMs ?? 30 * 60_000;
+  const maxSessions = deps.maxSessions ?? MCP_HTTP_DEFAULTS.maxSessions;
+  const maxPerKey = deps.maxSessionsPerKey ?? MCP_HTTP_DEFAULTS.maxSessionsPerKey;
+  const idleMs = deps.sessionIdleMs ?? MCP_HTTP_DEFAULTS.sessionIdleMs;
   /** Every open session, initialized or not (so pending initializations count against the bounds). */
   const sessions = new Set<Session>();
   const byId = new Map<string, Session>();
@@ -143,6 +155,8 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: McpHttpDeps)
     });
     session.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      // A long tool call (a quiet command) must not look like a dead stream to the client or a proxy.
+      ...(deps.sseKeepAliveMs === undefined ? {} : { keepAliveMs: deps.sseKeepAliveMs }),
       onsessioninitialized: (id) => {
         byId.set(id, session);
       },

@@ -259,6 +259,51 @@ export const ndjsonLineSchema = z
   ])
   .describe('One line of an application/x-ndjson stream');
 
+// ------------------------------------------------------------------------------------- terminals
+
+/** A query parameter holding JSON (argv, env): parsed, then checked by `schema`. */
+const jsonParam = <S extends z.ZodTypeAny>(schema: S) =>
+  z
+    .string()
+    .max(65_536)
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be JSON' });
+        return z.NEVER;
+      }
+    })
+    .pipe(schema);
+
+const terminalRows = z.number().int().min(1).max(1000);
+const terminalCols = z.number().int().min(1).max(1000);
+
+export const ptyQuery = z
+  .object({
+    rows: intParam(1, 1000).optional().describe('Terminal rows (default 24)'),
+    cols: intParam(1, 1000).optional().describe('Terminal columns (default 80)'),
+    cmd: jsonParam(z.array(arg).min(1).max(4096))
+      .optional()
+      .describe('argv as a JSON array (default: a login shell, /bin/bash if present, else /bin/sh)'),
+    cwd: z.string().min(1).max(4096).refine(noNul, 'must not contain NUL').optional(),
+    env: jsonParam(envSchema)
+      .optional()
+      .describe('JSON object of variables (TERM defaults to xterm-256color)'),
+  })
+  .strict();
+
+/** Text frames a terminal client sends (binary frames are keyboard input). */
+export const ptyClientMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('resize'), rows: terminalRows, cols: terminalCols }).strict(),
+  z
+    .object({
+      type: z.literal('kill'),
+      signal: z.enum(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGKILL']).optional().describe('Default SIGKILL'),
+    })
+    .strict(),
+]);
+
 // ------------------------------------------------------------------------------------------- files
 
 const filePath = z
@@ -270,6 +315,20 @@ const filePath = z
 export const filePathQuery = z.object({ path: filePath }).strict();
 export const removeFileQuery = z.object({ path: filePath, recursive: boolParam.optional() }).strict();
 export const listFilesQuery = z.object({ path: filePath, depth: intParam(1, 16).optional() }).strict();
+export const watchFilesQuery = z.object({ path: filePath, recursive: boolParam.optional() }).strict();
+export const watchLineSchema = z
+  .discriminatedUnion('type', [
+    z.object({ type: z.literal('start'), path: z.string().describe('The watched directory, absolute') }),
+    z.object({
+      type: z.literal('event'),
+      kind: z.enum(['create', 'write', 'remove', 'rename', 'chmod']),
+      name: z.string().describe('Relative to the watched directory ("" for the directory itself)'),
+      path: z.string().describe('Absolute, inside the sandbox'),
+    }),
+    z.object({ type: z.literal('heartbeat') }).describe('Sent when the stream is quiet; skip it'),
+    z.object({ type: z.literal('error'), code: z.string(), message: z.string() }),
+  ])
+  .describe('One line of the file-watch application/x-ndjson stream');
 export const mkdirBody = z.object({ path: filePath, parents: z.boolean().optional() }).strict();
 export const renameBody = z.object({ from: filePath, to: filePath }).strict();
 export const fileEntrySchema = z.object({

@@ -1,10 +1,12 @@
 /**
- * `ironcage serve [--host H] [--port N] [--state-dir DIR]`: the HTTP API over one state directory.
+ * `ironcage serve [--host H] [--port N] [--state-dir DIR] [--database URL]`: the HTTP API over one state
+ * directory.
  *
- * <state>/ironcage.db is the store, <state>/sandboxes the sandbox manager's directory (sandboxes a previous
- * server left running are adopted), <state>/ca and <state>/vault the egress services. SIGINT/SIGTERM stop
- * accepting requests, let running ones finish (briefly), and close the manager keeping its sandboxes, so
- * the next `serve` adopts them with their owners.
+ * <state>/ironcage.db is the store (unless --database / $IRONCAGE_DATABASE_URL names a PostgreSQL database),
+ * <state>/sandboxes the sandbox manager's directory (sandboxes a previous server left running are adopted),
+ * <state>/ca and <state>/vault the egress services. SIGINT/SIGTERM stop accepting requests, let running ones
+ * finish (briefly), and close the manager keeping its sandboxes, so the next `serve` adopts them with their
+ * owners.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,16 +15,20 @@ import { defaultStateDir, openEgressServices } from '../egress/services.js';
 import { SandboxManager } from '../sandbox/manager.js';
 import { buildApp } from './app.js';
 import { ensureAdminKey } from './auth/admin-key.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { MCP_SERVE_OPTIONS, MCP_SERVE_USAGE, type McpFlagValues, mcpOptionsFromFlags } from './mcp-flags.js';
+import { DATABASE_URL_ENV, describeDatabase, openStore } from './store/open.js';
+import type { Store } from './store/types.js';
 
-const USAGE = `usage: ironcage serve [--host H] [--port N] [--state-dir DIR]
+const USAGE = `usage: ironcage serve [--host H] [--port N] [--state-dir DIR] [--database URL]
 
   --host H         address to listen on (default 127.0.0.1)
   --port N         TCP port (default $IRONCAGE_PORT or 3000; 0 picks a free one)
   --state-dir DIR  store, sandboxes, CA and vault (default $IRONCAGE_STATE_DIR, /var/lib/ironcage as root,
                    else ~/.local/state/ironcage)
+  --database URL   keep keys, ownership, audit and templates in PostgreSQL (postgres://user:pass@host:port/db;
+                   default $IRONCAGE_DATABASE_URL, else SQLite in <state-dir>/ironcage.db)
   --log-level L    fatal|error|warn|info|debug|silent (default info); logs are JSON lines on stderr
-`;
+${MCP_SERVE_USAGE}`;
 
 /** How long shutdown waits for running requests (streams included) before cutting them. */
 const DRAIN_MS = 10_000;
@@ -34,7 +40,14 @@ function parsePort(text: string): number | null {
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  let values: { host?: string; port?: string; 'state-dir'?: string; 'log-level'?: string; help?: boolean };
+  let values: {
+    host?: string;
+    port?: string;
+    'state-dir'?: string;
+    database?: string;
+    'log-level'?: string;
+    help?: boolean;
+  } & McpFlagValues;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -42,8 +55,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
         host: { type: 'string' },
         port: { type: 'string' },
         'state-dir': { type: 'string' },
+        database: { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        ...MCP_SERVE_OPTIONS,
       },
       strict: true,
       allowPositionals: false,
@@ -68,6 +83,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
     process.stderr.write(`ironcage serve: invalid --log-level ${JSON.stringify(logLevel)}\n`);
     return 2;
   }
+  let mcp: ReturnType<typeof mcpOptionsFromFlags>;
+  try {
+    mcp = mcpOptionsFromFlags(values);
+  } catch (err) {
+    process.stderr.write(`ironcage serve: ${(err as Error).message}\n`);
+    return 2;
+  }
   const stateDir = values['state-dir'] ?? defaultStateDir();
 
   try {
@@ -80,7 +102,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return 1;
   }
 
-  const store = openSqliteStore(join(stateDir, 'ironcage.db'));
+  const database = values.database ?? process.env[DATABASE_URL_ENV];
+  let store: Store;
+  try {
+    store = await openStore({ database, stateDir });
+  } catch (err) {
+    // Store errors name a PostgreSQL database by its redacted URL: no password reaches the terminal.
+    process.stderr.write(`ironcage serve: ${(err as Error).message}
+`);
+    return 1;
+  }
   let manager: SandboxManager | null = null;
   try {
     const admin = await ensureAdminKey(store, stateDir, process.env);
@@ -95,12 +126,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
       manager,
       store,
       services,
-      options: { logger: { level: logLevel } },
+      options: { logger: { level: logLevel }, mcp },
     });
     const address = await app.listen({ host, port });
     app.log.info(
       {
         stateDir,
+        store: describeDatabase({ database, stateDir }),
         adopted: report.adopted.length,
         reaped: report.reaped.length,
         staleRows: reconciled.staleRows.length,

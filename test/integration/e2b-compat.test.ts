@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CommandExitError, Sandbox } from 'e2b';
-import { VERSION } from '../../src/version.js';
+import { E2B_ENVD_VERSION } from '../../src/server/e2b/api.js';
 import { serverStateDir, startServer, type TestServer } from './server-fixture.js';
 
 describe('e2b SDK against ironcage serve', { timeout: 180_000 }, () => {
@@ -60,7 +60,7 @@ describe('e2b SDK against ironcage serve', { timeout: 180_000 }, () => {
       const info = await sandbox.getInfo();
       assert.equal(info.sandboxId, sandbox.sandboxId);
       assert.equal(info.state, 'running');
-      assert.equal(info.envdVersion, VERSION);
+      assert.equal(info.envdVersion, E2B_ENVD_VERSION);
       assert.deepEqual(info.metadata, { suite: 'e2b-compat' });
 
       const page = await Sandbox.list({ ...opts, query: { metadata: { suite: 'e2b-compat' } } }).nextItems();

@@ -708,6 +708,8 @@ describe('openapi and metrics', () => {
     'get /v1/sandboxes/{id}/files/stat',
     'post /v1/sandboxes/{id}/files/mkdir',
     'post /v1/sandboxes/{id}/files/rename',
+    'get /v1/sandboxes/{id}/files/watch',
+    'get /v1/sandboxes/{id}/pty',
     'get /v1/sandboxes/{id}/network',
     'patch /v1/sandboxes/{id}/network',
     'put /v1/sandboxes/{id}/network',

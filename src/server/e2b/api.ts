@@ -1,24 +1,35 @@
 /**
  * E2B's control-plane REST API (what its SDK calls at E2B_API_URL), over the same manager, store and keys as
- * /v1: create, list, get, connect, set timeout, kill. Errors are E2B's `{ code, message }` shape.
+ * /v1: create, list, get, connect, set timeout, pause, resume, metrics, kill. Errors are E2B's
+ * `{ code, message }` shape.
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { type PresetName, presetNames } from '../../policy/presets.js';
 import type { SandboxPolicyInput } from '../../policy/schema.js';
+import { PauseUnsupportedError } from '../../sandbox/errors.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
-import { VERSION } from '../../version.js';
 import { reserveSandbox } from '../auth/limits.js';
 import { ApiError, describeZodError, toApiError } from '../errors.js';
 import { tenantPolicyRefusals } from '../routes/sandboxes.js';
 import type { ApiKeyRecord, SandboxRecord } from '../store/types.js';
 import type { E2bAccess, E2bDeps } from './access.js';
+import { sampleMetric } from './metrics.js';
 
 /** E2B's own default sandbox lifetime when create names none. */
 const DEFAULT_TIMEOUT_S = 300;
 /** E2B's default template; here it means the `default` preset. */
 const BASE_TEMPLATE = 'base';
+/** @e2b/code-interpreter's default template: the `default` preset too (python3 is there; see interpreter.ts). */
+const CODE_INTERPRETER_TEMPLATE = 'code-interpreter-v1';
+/**
+ * The envd version reported to the SDK, which gates features on it: the highest whose gated features this
+ * plane implements (recursive watch 0.1.4, metrics 0.1.5, stdin choice 0.3.0, closeStdin 0.5.2). Not 0.5.7
+ * (gzip octet-stream uploads) nor 0.6.x (file metadata, watch entries): the SDK then refuses those options
+ * itself instead of sending what would be misread here.
+ */
+export const E2B_ENVD_VERSION = '0.5.2';
 
 const createBody = z.object({
   templateID: z.string().max(128).optional(),
@@ -67,6 +78,13 @@ export function e2bNetworkPolicy(body: z.output<typeof createBody>): SandboxPoli
 
 const timeoutBody = z.object({ timeout: z.number().int().min(0).max(86_400) });
 const connectBody = z.object({ timeout: z.number().int().min(0).max(86_400).optional() }).passthrough();
+const pauseBody = z.object({ memory: z.boolean().nullish() }).passthrough();
+const resumeBody = z
+  .object({ timeout: z.number().int().min(0).max(86_400).optional(), memory: z.boolean().nullish() })
+  .passthrough();
+const metricsQuery = z
+  .object({ start: z.coerce.number().int().optional(), end: z.coerce.number().int().optional() })
+  .passthrough();
 const idParams = z.object({ id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/) });
 const listQuery = z
   .object({
@@ -97,7 +115,7 @@ function detail(sandbox: Sandbox, record: SandboxRecord) {
     cpuCount: 1,
     memoryMB: limits.memoryMb ?? 0,
     diskSizeMB: 0,
-    envdVersion: VERSION,
+    envdVersion: E2B_ENVD_VERSION,
     metadata: { ...record.metadata },
     // Never "all destinations" here (see e2bNetworkPolicy); the allowlist is reported as E2B's allowOut.
     allowInternetAccess: false,
@@ -115,8 +133,10 @@ export function registerE2bApi(app: FastifyInstance, deps: E2bDeps, access: E2bA
     sandboxID: sandbox.id,
     templateID: record.template ?? BASE_TEMPLATE,
     clientID: record.ownerKeyId,
-    envdVersion: VERSION,
+    envdVersion: E2B_ENVD_VERSION,
     envdAccessToken: access.accessToken(sandbox.id),
+    // @e2b/code-interpreter sends this one (not X-Access-Token) on its /contexts calls; same token, same rights.
+    trafficAccessToken: access.accessToken(sandbox.id),
   });
 
   const audit = (request: FastifyRequest, key: ApiKeyRecord, type: string, sandboxId: string) =>
@@ -129,12 +149,14 @@ export function registerE2bApi(app: FastifyInstance, deps: E2bDeps, access: E2bA
     const body = parse(createBody, request.body, 'request body');
     const template = body.templateID ?? BASE_TEMPLATE;
     const preset: PresetName | undefined =
-      template === BASE_TEMPLATE ? 'default' : presetNames.find((name) => name === template);
+      template === BASE_TEMPLATE || template === CODE_INTERPRETER_TEMPLATE
+        ? 'default'
+        : presetNames.find((name) => name === template);
     if (preset === undefined) {
       throw new ApiError(
         400,
         'UNKNOWN_TEMPLATE',
-        `template ${JSON.stringify(template)} is not known; use "base" or a preset (${presetNames.join(', ')})`,
+        `template ${JSON.stringify(template)} is not known; use "base", "${CODE_INTERPRETER_TEMPLATE}" or a preset (${presetNames.join(', ')})`,
       );
     }
     const policy: SandboxPolicyInput = { network: e2bNetworkPolicy(body) };
@@ -244,12 +266,56 @@ export function registerE2bApi(app: FastifyInstance, deps: E2bDeps, access: E2bA
   app.post('/sandboxes/:id/pause', async (request, reply) => {
     const key = await access.key(request.headers);
     const { id } = parse(idParams, request.params, 'path');
+    const { memory } = parse(pauseBody, request.body, 'request body');
     const { sandbox } = await access.sandbox(key, id, 'sandbox:write');
+    // A pause here is the cgroup freezer: memory is always kept, and a resume never reboots.
+    if (memory === false) {
+      throw new ApiError(
+        400,
+        'PAUSE_UNSUPPORTED',
+        'keepMemory: false (a filesystem-only pause) is not offered: a pause keeps the memory; omit keepMemory',
+      );
+    }
+    // The SDK reads 409 as "already paused", so it is only ever sent for that.
     if (sandbox.state === 'paused')
       throw new ApiError(409, 'ALREADY_PAUSED', `sandbox ${id} is already paused`);
-    await sandbox.pause();
+    try {
+      await sandbox.pause();
+    } catch (err) {
+      if (err instanceof PauseUnsupportedError) throw new ApiError(501, err.code, err.message);
+      throw err;
+    }
     await audit(request, key, 'sandbox.pause', id);
     return reply.status(204).send();
+  });
+
+  // E2B's deprecated resume (connect is its successor and resumes too).
+  app.post('/sandboxes/:id/resume', async (request, reply) => {
+    const key = await access.key(request.headers);
+    const { id } = parse(idParams, request.params, 'path');
+    const { timeout, memory } = parse(resumeBody, request.body, 'request body');
+    const { sandbox, record } = await access.sandbox(key, id, 'sandbox:write');
+    if (memory === false) {
+      throw new ApiError(400, 'RESUME_UNSUPPORTED', 'memory: false (a cold boot) is not offered; omit it');
+    }
+    if (sandbox.state !== 'paused') {
+      throw new ApiError(409, 'NOT_PAUSED', `sandbox ${id} is not paused`);
+    }
+    await sandbox.resume(timeout === undefined ? {} : { timeoutMs: timeout * 1000 });
+    await audit(request, key, 'sandbox.resume', id);
+    return reply.status(201).send(connection(sandbox, record));
+  });
+
+  app.get('/sandboxes/:id/metrics', async (request) => {
+    const key = await access.key(request.headers);
+    const { id } = parse(idParams, request.params, 'path');
+    const { start, end } = parse(metricsQuery, request.query, 'query string');
+    const { sandbox } = await access.sandbox(key, id, 'sandbox:read');
+    // Only the present is measured (no history is kept): an interval that excludes now is empty.
+    const nowS = Math.floor(Date.now() / 1000);
+    if ((start !== undefined && start > nowS + 1) || (end !== undefined && end < nowS - 1)) return [];
+    const metric = await sampleMetric(sandbox);
+    return metric === null ? [] : [metric];
   });
 }
 

@@ -20,6 +20,7 @@ import {
   parseStreamRequest,
   sendUnaryError,
 } from './connect.js';
+import { watchDir, watcherRpcs } from './watch.js';
 
 /** Largest upload or RPC body held in memory. */
 export const MAX_ENVD_BODY_BYTES = 64 * 1024 * 1024;
@@ -44,6 +45,10 @@ async function readBody(stream: Readable): Promise<Buffer> {
 function toConnectError(err: unknown): ConnectRpcError {
   if (err instanceof ConnectRpcError) return err;
   const api = toApiError(err);
+  // A paused or stopped sandbox is a precondition, not the already_exists a bare 409 would map to.
+  if (api.status === 409 && api.code.startsWith('SANDBOX_')) {
+    return new ConnectRpcError('failed_precondition', api.message);
+  }
   return new ConnectRpcError(connectCodeForStatus(api.status), api.message);
 }
 
@@ -115,11 +120,14 @@ async function streamProcess(
   stream: ConnectStream,
   handle: ProcessHandle,
   from: { stdout: number; stderr: number },
+  terminal = false,
 ): Promise<void> {
   stream.write({ event: { start: { pid: handle.pid } } });
+  // A terminal's output is E2B's `pty` data (its SDK hands only that to a PTY's onData).
+  const out = terminal ? 'pty' : 'stdout';
   const attachment = await handle.attach({
     fromOffset: from,
-    onStdout: (data) => stream.write({ event: { data: { stdout: data.toString('base64') } } }),
+    onStdout: (data) => stream.write({ event: { data: { [out]: data.toString('base64') } } }),
     onStderr: (data) => stream.write({ event: { data: { stderr: data.toString('base64') } } }),
   });
   const keepalive = setInterval(() => stream.write({ event: { keepalive: {} } }), KEEPALIVE_MS);
@@ -131,6 +139,9 @@ async function streamProcess(
     attachment.detach();
   }
 }
+
+/** Processes started on a terminal, per sandbox (by the agent's process id), so Connect streams `pty` data. */
+const terminals = new WeakMap<Sandbox, Set<number>>();
 
 type Unary = (sandbox: Sandbox, message: Json) => Promise<Json>;
 type Streaming = (sandbox: Sandbox, message: Json, stream: ConnectStream) => Promise<void>;
@@ -199,6 +210,7 @@ const unary: Record<string, Unary> = {
     await sandbox.files.remove(str(message.path, 'path'), { recursive: true });
     return {};
   },
+  ...watcherRpcs,
 };
 
 const streaming: Record<string, Streaming> = {
@@ -209,23 +221,28 @@ const streaming: Record<string, Streaming> = {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(obj(config.envs))) env[k] = String(v);
     const size = obj(obj(message.pty).size);
+    const terminal = typeof size.rows === 'number' && typeof size.cols === 'number';
     const handle = await sandbox.commands.run([cmd, ...args], {
       background: true,
       env,
       ...(typeof config.cwd === 'string' && config.cwd !== '' ? { cwd: config.cwd } : {}),
       ...(typeof message.tag === 'string' ? { tag: message.tag } : {}),
       ...(message.stdin === true ? { stdin: true } : {}),
-      ...(typeof size.rows === 'number' && typeof size.cols === 'number'
-        ? { pty: { rows: size.rows, cols: size.cols } }
-        : {}),
+      ...(terminal ? { pty: { rows: size.rows as number, cols: size.cols as number } } : {}),
     });
-    await streamProcess(stream, handle, { stdout: 0, stderr: 0 });
+    if (terminal) {
+      const ids = terminals.get(sandbox) ?? new Set<number>();
+      terminals.set(sandbox, ids.add(handle.id));
+      void handle.wait().then(() => ids.delete(handle.id));
+    }
+    await streamProcess(stream, handle, { stdout: 0, stderr: 0 }, terminal);
   },
   'process.Process/Connect': async (sandbox, message, stream) => {
     const handle = await findProcess(sandbox, message.process);
     // E2B's Connect delivers output from now on (no replay).
-    await streamProcess(stream, handle, handle.offsets);
+    await streamProcess(stream, handle, handle.offsets, terminals.get(sandbox)?.has(handle.id) === true);
   },
+  'filesystem.Filesystem/WatchDir': watchDir,
 };
 
 export function registerEnvd(app: FastifyInstance, access: E2bAccess): void {

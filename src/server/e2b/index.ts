@@ -9,6 +9,7 @@ import { ApiError } from '../errors.js';
 import { E2bAccess, type E2bDeps } from './access.js';
 import { e2bErrorBody, registerE2bApi } from './api.js';
 import { registerEnvd } from './envd.js';
+import { registerInterpreter } from './interpreter.js';
 
 export type { E2bDeps } from './access.js';
 
@@ -54,6 +55,8 @@ export async function registerE2bRoutes(app: FastifyInstance, deps: E2bDeps): Pr
       scope.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
       scope.setErrorHandler(onError);
       registerEnvd(scope, access);
+      // @e2b/code-interpreter sends its port-49999 calls (/execute, /contexts) to the same sandbox URL.
+      registerInterpreter(scope, access);
     },
     { prefix: E2B_ENVD_PREFIX },
   );

@@ -83,15 +83,16 @@ export function commandRoutes(ctx: ServerContext): RouteDef[] {
         const argv = body.argv ?? ['/bin/sh', '-c', body.cmd as string];
         const timeoutMs = body.timeoutMs ?? (body.background ? undefined : sandbox.policy.limits.wallTimeMs);
         // Always started as a handle: a foreground run must be killable when its client goes away.
-        const handle = await sandbox.commands.run(argv, {
-          background: true,
-          ...(body.env === undefined ? {} : { env: body.env }),
-          ...(body.cwd === undefined ? {} : { cwd: body.cwd }),
-          ...(body.stdin === undefined || body.stdin === false ? {} : { stdin: body.stdin }),
-          ...(body.tag === undefined ? {} : { tag: body.tag }),
-          ...(timeoutMs === undefined ? {} : { timeoutMs }),
-        });
-        ctx.metrics.execs++;
+        const handle = await ctx.metrics.timeExec('rest', () =>
+          sandbox.commands.run(argv, {
+            background: true,
+            ...(body.env === undefined ? {} : { env: body.env }),
+            ...(body.cwd === undefined ? {} : { cwd: body.cwd }),
+            ...(body.stdin === undefined || body.stdin === false ? {} : { stdin: body.stdin }),
+            ...(body.tag === undefined ? {} : { tag: body.tag }),
+            ...(timeoutMs === undefined ? {} : { timeoutMs }),
+          }),
+        );
         await call.audit(
           'command.run',
           { argv: auditArgv(argv), background: body.background === true, processId: handle.id },
@@ -106,7 +107,7 @@ export function commandRoutes(ctx: ServerContext): RouteDef[] {
           if (!finished) handle.kill('SIGKILL').catch(() => {});
         };
         if (wantsNdjson(call.request.headers.accept)) {
-          const stream = startNdjson(call.reply);
+          const stream = startNdjson(call.reply, { heartbeatMs: ctx.ndjsonHeartbeatMs });
           stream.onAbort(killOnAbort);
           stream.write({ type: 'start', id: handle.id, pid: handle.pid });
           void streamOutput(handle, 0, stream).finally(() => {
@@ -210,7 +211,7 @@ export function commandRoutes(ctx: ServerContext): RouteDef[] {
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:read');
         const handle = await sandbox.commands.connect(call.params.processId);
-        const stream = startNdjson(call.reply);
+        const stream = startNdjson(call.reply, { heartbeatMs: ctx.ndjsonHeartbeatMs });
         void streamOutput(handle, call.query.fromOffset ?? 0, stream);
         return SENT;
       },

@@ -8,6 +8,7 @@ import type { EgressServices } from '../../egress/services.js';
 import type { SandboxManager } from '../../sandbox/manager.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import type { Action } from '../auth/authorize.js';
+import type { ServerMetrics } from '../metrics.js';
 import type { ApiKeyRecord, SandboxRecord, Store } from '../store/types.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -21,18 +22,17 @@ export interface ResponseDoc {
   alt?: { contentType: string; schema: z.ZodTypeAny };
 }
 
-/** Counters /metrics reports; the routes bump the ones only they can see. */
-export interface ServerMetrics {
-  execs: number;
-  requests: Map<string, number>;
-}
+export type { ServerMetrics };
 
 /** Everything a handler can reach: the library objects, the store, and the app's own state. */
 export interface ServerContext {
   manager: SandboxManager;
   store: Store;
   services: EgressServices;
+  /** What /metrics reports; the routes feed what only they can see (commands, creates). */
   metrics: ServerMetrics;
+  /** Silence after which an NDJSON stream gets a `{"type":"heartbeat"}` line, ms (default 15 s). */
+  ndjsonHeartbeatMs?: number;
   /** Calls `sandbox.once('stopped')` bookkeeping for a sandbox this server hands out (row removal, audit). */
   track(sandbox: Sandbox): void;
   /** False once the server is shutting down (readiness). */

@@ -110,7 +110,7 @@ export async function createOwnedSandbox(
   const record = await reserveSandbox(ctx.store, key, { sandboxId: id, template, metadata });
   let sandbox: Sandbox;
   try {
-    sandbox = await ctx.manager.create({ ...create, id });
+    sandbox = await ctx.metrics.timeCreate(() => ctx.manager.create({ ...create, id }));
   } catch (err) {
     await ctx.store.deleteSandbox(id).catch(() => {});
     throw err;

@@ -4,10 +4,6 @@ import { buildOpenApiDocument } from '../openapi.js';
 import { healthSchema, readySchema } from '../schemas.js';
 import { defineRoute, type RouteDef, SENT, type ServerContext } from './route.js';
 
-function escapeLabel(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
 export function systemRoutes(ctx: ServerContext, allRoutes: () => readonly RouteDef[]): RouteDef[] {
   let openapi: Record<string, unknown> | null = null;
   return [
@@ -72,27 +68,8 @@ export function systemRoutes(ctx: ServerContext, allRoutes: () => readonly Route
       auth: 'audit:read',
       responses: { 200: { description: 'Prometheus text format 0.0.4', contentType: 'text/plain' } },
       async handler(call) {
-        const sandboxes = ctx.manager.list();
-        const byState = { running: 0, paused: 0 };
-        for (const s of sandboxes) if (s.state === 'running' || s.state === 'paused') byState[s.state]++;
-        const lines = [
-          '# HELP ironcage_sandboxes Sandboxes this server manages, by state.',
-          '# TYPE ironcage_sandboxes gauge',
-          `ironcage_sandboxes{state="running"} ${byState.running}`,
-          `ironcage_sandboxes{state="paused"} ${byState.paused}`,
-          '# HELP ironcage_execs_total Commands started through the API.',
-          '# TYPE ironcage_execs_total counter',
-          `ironcage_execs_total ${ctx.metrics.execs}`,
-          '# HELP ironcage_http_requests_total HTTP requests by route and status.',
-          '# TYPE ironcage_http_requests_total counter',
-        ];
-        for (const [key, count] of ctx.metrics.requests) {
-          const [method, route, status] = key.split(' ');
-          lines.push(
-            `ironcage_http_requests_total{method="${escapeLabel(method ?? '')}",route="${escapeLabel(route ?? '')}",status="${status}"} ${count}`,
-          );
-        }
-        call.reply.header('content-type', 'text/plain; version=0.0.4').send(`${lines.join('\n')}\n`);
+        const text = await ctx.metrics.render();
+        call.reply.header('content-type', ctx.metrics.contentType).send(text);
         return SENT;
       },
     }),

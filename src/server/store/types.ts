@@ -20,6 +20,17 @@ const HASH = /^[0-9a-f]{64}$/;
 const MAX_PAGE = 1000;
 const MAX_JSON_BYTES = 1024 * 1024;
 
+/**
+ * Text columns refuse NUL (U+0000): PostgreSQL cannot store it in text, and both backends must accept and
+ * refuse the same input. JSON payloads and template bodies keep it (stored as JSON text on both).
+ */
+const text = (min: number, max: number) =>
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .refine((s) => !s.includes('\u0000'), 'must not contain NUL (U+0000)');
+
 /** UTC ISO-8601, normalized to toISOString()'s form so stored times compare correctly as text. */
 const isoTime = z
   .string()
@@ -39,9 +50,9 @@ export type KeyLimits = z.output<typeof keyLimitsSchema>;
 export const newApiKeySchema = z
   .object({
     id: z.string().regex(ID, 'key id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'),
-    name: z.string().min(1).max(200),
+    name: text(1, 200),
     /** Shown to humans to tell keys apart; never enough to authenticate. */
-    prefix: z.string().min(1).max(32),
+    prefix: text(1, 32),
     hash: z.string().regex(HASH, 'hash must be 64 lowercase hex digits (SHA-256)'),
     scopes: z.array(z.enum(SCOPES)).min(1).max(SCOPES.length),
     limits: keyLimitsSchema.default({}),
@@ -65,7 +76,7 @@ export interface StoredApiKey extends ApiKeyRecord {
 }
 
 const metadataSchema = z
-  .record(z.string().min(1).max(256), z.string().max(2048))
+  .record(text(1, 256), text(0, 2048))
   .refine((m) => Object.keys(m).length <= 64, 'at most 64 metadata entries');
 export type SandboxMetadata = Record<string, string>;
 
@@ -103,7 +114,7 @@ export const sandboxQuerySchema = z
     template: z.string().regex(TEMPLATE_NAME).optional(),
     limit: z.number().int().min(1).max(MAX_PAGE).default(100),
     /** `next` of the previous page. */
-    cursor: z.string().max(200).optional(),
+    cursor: text(0, 200).optional(),
   })
   .strict();
 export type SandboxQuery = z.input<typeof sandboxQuerySchema>;
@@ -132,9 +143,9 @@ export const newAuditEventSchema = z
   .object({
     /** Default: now. */
     time: isoTime.optional(),
-    requestId: z.string().min(1).max(200).nullable().default(null),
-    keyId: z.string().max(64).nullable().default(null),
-    sandboxId: z.string().max(64).nullable().default(null),
+    requestId: text(1, 200).nullable().default(null),
+    keyId: text(0, 64).nullable().default(null),
+    sandboxId: text(0, 64).nullable().default(null),
     type: z.string().regex(/^[a-z][a-z0-9_.:-]{0,99}$/, 'type must be lowercase, like sandbox.create'),
     payload: jsonValue.default({}),
   })
@@ -154,9 +165,9 @@ export interface AuditEvent {
 
 export const auditQuerySchema = z
   .object({
-    keyId: z.string().max(64).optional(),
-    sandboxId: z.string().max(64).optional(),
-    type: z.string().max(100).optional(),
+    keyId: text(0, 64).optional(),
+    sandboxId: text(0, 64).optional(),
+    type: text(0, 100).optional(),
     /** Exclusive: events after (asc) or before (desc) this id; a page's `next`. */
     after: z.number().int().min(0).optional(),
     order: z.enum(['asc', 'desc']).default('asc'),
