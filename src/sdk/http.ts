@@ -44,12 +44,16 @@ export class HttpClient {
     this.#headers = { ...(options.headers ?? {}) };
   }
 
+  /** The configured headers plus the key: for requests, and for connections made outside fetch (WebSockets). */
+  headers(): Record<string, string> {
+    return { ...this.#headers, authorization: `Bearer ${this.#apiKey}` };
+  }
+
   /** Sends a request; a non-2xx answer is thrown as the matching typed error. */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
     const url = this.#url(path, options.query);
     const headers: Record<string, string> = {
-      ...this.#headers,
-      authorization: `Bearer ${this.#apiKey}`,
+      ...this.headers(),
       accept: options.accept ?? 'application/json',
     };
     let body: string | Uint8Array | undefined;

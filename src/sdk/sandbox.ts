@@ -40,17 +40,14 @@ export class Sandbox implements AsyncDisposable {
   readonly #base: string;
 
   /** Use Sandbox.create or Sandbox.connect. */
-  protected constructor(http: HttpClient, id: string, connection: ConnectionOptions = {}) {
+  protected constructor(http: HttpClient, id: string) {
     this.#http = http;
     this.id = id;
     this.#base = `/v1/sandboxes/${seg(id)}`;
     this.commands = new Commands(http, id);
     this.files = new Files(http, id);
     this.network = new Network(http, id);
-    // The WebSocket is opened outside HttpClient, so it gets the same key (HttpClient checked there is one).
-    const apiKey = connection.apiKey ?? process.env.IRONCAGE_API_KEY ?? '';
-    const headers = { ...(connection.headers ?? {}), authorization: `Bearer ${apiKey}` };
-    this.pty = new Pty({ apiUrl: http.apiUrl, headers: () => ({ ...headers }) }, id);
+    this.pty = new Pty(http, id);
   }
 
   /** Creates a sandbox and resolves once it is ready. */
@@ -66,14 +63,14 @@ export class Sandbox implements AsyncDisposable {
         ...(metadata === undefined ? {} : { metadata }),
       },
     });
-    return new Sandbox(http, info.id, options);
+    return new Sandbox(http, info.id);
   }
 
   /** A sandbox that already exists (checked: NotFoundError when it does not, or is not this key's). */
   static async connect(id: string, options: ConnectionOptions = {}): Promise<Sandbox> {
     const http = new HttpClient(options);
     const info = await http.json<SandboxInfo>('GET', `/v1/sandboxes/${seg(id)}`);
-    return new Sandbox(http, info.id, options);
+    return new Sandbox(http, info.id);
   }
 
   /** One page of the key's sandboxes (every tenant's for an admin key). */

@@ -256,6 +256,7 @@ export const ndjsonLineSchema = z
       maxRssKb: z.number().nullable().optional(),
     }),
     z.object({ type: z.literal('error'), code: z.string(), message: z.string() }),
+    z.object({ type: z.literal('heartbeat') }).describe('Sent after 15 s of silence; readers skip it'),
   ])
   .describe('One line of an application/x-ndjson stream');
 

@@ -173,13 +173,15 @@ export function registerE2bApi(app: FastifyInstance, deps: E2bDeps, access: E2bA
     });
     let sandbox: Sandbox;
     try {
-      sandbox = await ctx.manager.create({
-        id,
-        preset,
-        policy,
-        ...(body.envVars ? { env: body.envVars } : {}),
-        timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
-      });
+      sandbox = await ctx.metrics.timeCreate(() =>
+        ctx.manager.create({
+          id,
+          preset,
+          policy,
+          ...(body.envVars ? { env: body.envVars } : {}),
+          timeoutMs: (body.timeout ?? DEFAULT_TIMEOUT_S) * 1000,
+        }),
+      );
     } catch (err) {
       await ctx.store.deleteSandbox(id).catch(() => {});
       throw err;

@@ -4,6 +4,7 @@
  * services process.Process and filesystem.Filesystem, served here by the sandbox's own agent through the
  * Sandbox API. Messages use proto3 JSON names; the field set is only what these handlers read or write.
  */
+
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -11,6 +12,7 @@ import type { AgentDirEntry, AgentProcessInfo } from '../../agent/client.js';
 import type { ProcessHandle } from '../../sandbox/commands.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import { ApiError, toApiError } from '../errors.js';
+import type { ServerMetrics } from '../metrics.js';
 import type { E2bAccess } from './access.js';
 import {
   ConnectRpcError,
@@ -144,7 +146,12 @@ async function streamProcess(
 const terminals = new WeakMap<Sandbox, Set<number>>();
 
 type Unary = (sandbox: Sandbox, message: Json) => Promise<Json>;
-type Streaming = (sandbox: Sandbox, message: Json, stream: ConnectStream) => Promise<void>;
+type Streaming = (
+  sandbox: Sandbox,
+  message: Json,
+  stream: ConnectStream,
+  metrics: ServerMetrics,
+) => Promise<void>;
 
 const unary: Record<string, Unary> = {
   'process.Process/List': async (sandbox) => {
@@ -214,7 +221,7 @@ const unary: Record<string, Unary> = {
 };
 
 const streaming: Record<string, Streaming> = {
-  'process.Process/Start': async (sandbox, message, stream) => {
+  'process.Process/Start': async (sandbox, message, stream, metrics) => {
     const config = obj(message.process);
     const cmd = str(config.cmd, 'process.cmd');
     const args = Array.isArray(config.args) ? config.args.map(String) : [];
@@ -222,14 +229,16 @@ const streaming: Record<string, Streaming> = {
     for (const [k, v] of Object.entries(obj(config.envs))) env[k] = String(v);
     const size = obj(obj(message.pty).size);
     const terminal = typeof size.rows === 'number' && typeof size.cols === 'number';
-    const handle = await sandbox.commands.run([cmd, ...args], {
-      background: true,
-      env,
-      ...(typeof config.cwd === 'string' && config.cwd !== '' ? { cwd: config.cwd } : {}),
-      ...(typeof message.tag === 'string' ? { tag: message.tag } : {}),
-      ...(message.stdin === true ? { stdin: true } : {}),
-      ...(terminal ? { pty: { rows: size.rows as number, cols: size.cols as number } } : {}),
-    });
+    const handle = await metrics.timeExec('e2b', () =>
+      sandbox.commands.run([cmd, ...args], {
+        background: true,
+        env,
+        ...(typeof config.cwd === 'string' && config.cwd !== '' ? { cwd: config.cwd } : {}),
+        ...(typeof message.tag === 'string' ? { tag: message.tag } : {}),
+        ...(message.stdin === true ? { stdin: true } : {}),
+        ...(terminal ? { pty: { rows: size.rows as number, cols: size.cols as number } } : {}),
+      }),
+    );
     if (terminal) {
       const ids = terminals.get(sandbox) ?? new Set<number>();
       terminals.set(sandbox, ids.add(handle.id));
@@ -245,7 +254,7 @@ const streaming: Record<string, Streaming> = {
   'filesystem.Filesystem/WatchDir': watchDir,
 };
 
-export function registerEnvd(app: FastifyInstance, access: E2bAccess): void {
+export function registerEnvd(app: FastifyInstance, access: E2bAccess, metrics: ServerMetrics): void {
   // Streams of background commands stay open as long as the command runs: a closing server ends them.
   const open = new Set<ConnectStream>();
   app.addHook('preClose', async () => {
@@ -316,7 +325,7 @@ export function registerEnvd(app: FastifyInstance, access: E2bAccess): void {
       const out = new ConnectStream(reply);
       open.add(out);
       try {
-        await Promise.race([stream(sandbox, message, out), out.gone]);
+        await Promise.race([stream(sandbox, message, out, metrics), out.gone]);
         out.end();
       } catch (err) {
         out.end(toConnectError(err));

@@ -54,7 +54,7 @@ export async function registerE2bRoutes(app: FastifyInstance, deps: E2bDeps): Pr
       scope.removeAllContentTypeParsers();
       scope.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
       scope.setErrorHandler(onError);
-      registerEnvd(scope, access);
+      registerEnvd(scope, access, deps.ctx.metrics);
       // @e2b/code-interpreter sends its port-49999 calls (/execute, /contexts) to the same sandbox URL.
       registerInterpreter(scope, access);
     },

@@ -94,7 +94,7 @@ export function watchRoutes(ctx: ServerContext): RouteDef[] {
         const watch = await sandbox.files.watch(root, (event) => deliver(event), {
           recursive: call.query.recursive ?? false,
         });
-        const out = startNdjson(call.reply);
+        const out = startNdjson(call.reply, { heartbeatMs: ctx.ndjsonHeartbeatMs });
         out.write({ type: 'start', path: root });
         deliver = (event) => out.write(eventLine(root, event));
 
