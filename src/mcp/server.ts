@@ -15,7 +15,7 @@ import { AgentError } from '../agent/client.js';
 import { type EgressRule, parseRule } from '../egress/rules.js';
 import type { PresetName } from '../policy/presets.js';
 import type { SandboxPolicyInput } from '../policy/schema.js';
-import type { CommandResult } from '../sandbox/commands.js';
+import type { CommandResult, ProcessHandle } from '../sandbox/commands.js';
 import {
   SandboxManagerError,
   SandboxStartError,
@@ -139,11 +139,14 @@ export function createSandboxMcpServer(
      * tool's error result.
      */
     createSandbox?: (create: CreateOptions) => Promise<Sandbox>;
+    /** Wraps every command start (the HTTP transport times them into the server's metrics). */
+    measureExec?: <T extends CommandResult | ProcessHandle>(start: () => Promise<T>) => Promise<T>;
   } = {},
 ): SandboxMcpServer {
   const config: McpLimits = { ...DEFAULT_MCP_LIMITS, ...limits };
   const log = options.log ?? (() => {});
   const createSandbox = options.createSandbox ?? ((create: CreateOptions) => manager.create(create));
+  const measureExec = options.measureExec ?? ((start) => start());
   const ceiling = config.allow.map((text) => {
     try {
       return parseRule(text);
@@ -226,16 +229,18 @@ export function createSandboxMcpServer(
     const started = Date.now();
     let result: CommandResult;
     try {
-      result = await sandbox.commands.run(command, {
-        timeoutMs: ms,
-        ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
-        onStdout: (d) => {
-          total.stdout += Buffer.byteLength(d);
-        },
-        onStderr: (d) => {
-          total.stderr += Buffer.byteLength(d);
-        },
-      });
+      result = await measureExec(() =>
+        sandbox.commands.run(command, {
+          timeoutMs: ms,
+          ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+          onStdout: (d) => {
+            total.stdout += Buffer.byteLength(d);
+          },
+          onStderr: (d) => {
+            total.stderr += Buffer.byteLength(d);
+          },
+        }),
+      );
     } finally {
       sandbox.off('egress', onEgress);
       touch(entry);
@@ -435,11 +440,13 @@ export function createSandboxMcpServer(
         });
       }
       touch(entry);
-      const handle = await entry.sandbox.commands.run(what, {
-        background: true,
-        ...(cwd === undefined ? {} : { cwd }),
-        ...(timeoutSeconds === undefined ? {} : { timeoutMs: commandTimeoutMs(timeoutSeconds).ms }),
-      });
+      const handle = await measureExec(() =>
+        entry.sandbox.commands.run(what, {
+          background: true,
+          ...(cwd === undefined ? {} : { cwd }),
+          ...(timeoutSeconds === undefined ? {} : { timeoutMs: commandTimeoutMs(timeoutSeconds).ms }),
+        }),
+      );
       return {
         content: [{ type: 'text', text: `started in the background, pid ${handle.pid}` }],
         structuredContent: { pid: handle.pid, background: true },

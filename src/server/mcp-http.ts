@@ -152,6 +152,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: McpHttpDeps)
     const session = { key, lastSeen: Date.now(), active: 0, closed: false } as Session;
     session.mcp = createSandboxMcpServer(ctx.manager, deps.limits ?? {}, {
       createSandbox: createOwned(session),
+      measureExec: (start) => ctx.metrics.timeExec('mcp', start),
     });
     session.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),

@@ -384,6 +384,9 @@ describe('metrics, heartbeats and logs', () => {
     });
     const client = new Client({ name: 'metrics-test', version: '0' });
     await client.connect(transport);
+    const before = (await scrape(server)).samples;
+    const mcpExecs = (samples: Sample[]) =>
+      sum(samples, 'ironcage_exec_duration_seconds_count', { api: 'mcp', outcome: 'ok' });
     try {
       const created = (await client.callTool({ name: 'sandbox_create', arguments: {} })) as Json;
       const sandboxId = created.structuredContent.sandboxId as string;
@@ -394,6 +397,11 @@ describe('metrics, heartbeats and logs', () => {
       assert.notEqual(ran.isError, true, JSON.stringify(ran));
       assert.match(JSON.stringify(ran.structuredContent), /mcp-done/);
       assert.match(raw, /^: keepalive$/m);
+      assert.equal(
+        await settledDelta(server, before, mcpExecs, 1),
+        1,
+        'the MCP command is in the exec histogram',
+      );
     } finally {
       await transport.terminateSession().catch(() => {});
       await client.close();
