@@ -12,7 +12,8 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 # better-sqlite3 (the control plane's store); the rest are tools the tests run inside sandboxes (python3, git, curl)
 # or use to check the host (procps, iproute2, util-linux). postgresql-15: the store tests start a real, throwaway
 # PostgreSQL cluster of their own (the package's own "main" cluster is neither used nor touched).
-packages=(bubblewrap gcc g++ make libc6-dev python3 git curl ca-certificates procps iproute2 util-linux passwd postgresql-15)
+packages=(bubblewrap gcc g++ make libc6-dev python3 git curl ca-certificates procps iproute2 util-linux passwd)
+if [ "$mode" = test ]; then packages+=(postgresql-15); fi
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

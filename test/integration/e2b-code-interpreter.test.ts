@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type OutputMessage, Sandbox } from '@e2b/code-interpreter';
 import { DRIVER_TAG } from '../../src/server/e2b/interpreter-driver.js';
-import { serverStateDir, startServer, type TestServer } from './server-fixture.js';
+import { e2bConnection, serverStateDir, startServer, type TestServer } from './server-fixture.js';
 
 function parentPid(pid: number): number | null {
   try {
@@ -59,12 +59,7 @@ describe('@e2b/code-interpreter against ironcage serve', { timeout: 240_000 }, (
   before(async () => {
     state = serverStateDir('e2b-ci');
     server = await startServer(state.dir);
-    opts = {
-      apiKey: server.adminKey,
-      apiUrl: `${server.url}/e2b`,
-      sandboxUrl: `${server.url}/e2b/envd`,
-      requestTimeoutMs: 15_000,
-    };
+    opts = e2bConnection(server, 15_000);
     // The package's own default template (code-interpreter-v1), as a drop-in user would create it.
     sandbox = await Sandbox.create(opts);
   });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CommandExitError, Sandbox } from 'e2b';
 import { E2B_ENVD_VERSION } from '../../src/server/e2b/api.js';
-import { serverStateDir, startServer, type TestServer } from './server-fixture.js';
+import { e2bConnection, serverStateDir, startServer, type TestServer } from './server-fixture.js';
 
 describe('e2b SDK against ironcage serve', { timeout: 180_000 }, () => {
   let server: TestServer;
@@ -16,12 +16,7 @@ describe('e2b SDK against ironcage serve', { timeout: 180_000 }, () => {
   before(async () => {
     state = serverStateDir('e2b-compat');
     server = await startServer(state.dir);
-    opts = {
-      apiKey: server.adminKey,
-      apiUrl: `${server.url}/e2b`,
-      sandboxUrl: `${server.url}/e2b/envd`,
-      requestTimeoutMs: 30_000,
-    };
+    opts = e2bConnection(server);
   });
 
   after(async () => {

@@ -5,37 +5,19 @@
  * sandboxes, store and keys; the agent's inotify watches are counted from the host's /proc.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type FilesystemEvent, Sandbox } from 'e2b';
 import { E2B_ENVD_VERSION } from '../../src/server/e2b/api.js';
-import { serverStateDir, startServer, type TestServer } from './server-fixture.js';
-
-/** inotify watches the process holds, from /proc/<pid>/fdinfo. */
-function inotifyWatches(pid: number): number {
-  let count = 0;
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let target = '';
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target !== 'anon_inode:inotify') continue;
-    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    count += info.split('\n').filter((line) => line.startsWith('inotify wd:')).length;
-  }
-  return count;
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import {
+  e2bConnection,
+  inotifyWatches,
+  serverStateDir,
+  startServer,
+  type TestServer,
+  until,
+} from './server-fixture.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,12 +43,7 @@ describe('e2b SDK extras against ironcage serve', { timeout: 180_000 }, () => {
   before(async () => {
     state = serverStateDir('e2b-extras');
     server = await startServer(state.dir);
-    opts = {
-      apiKey: server.adminKey,
-      apiUrl: `${server.url}/e2b`,
-      sandboxUrl: `${server.url}/e2b/envd`,
-      requestTimeoutMs: 30_000,
-    };
+    opts = e2bConnection(server);
   });
 
   after(async () => {

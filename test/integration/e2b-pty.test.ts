@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CommandExitError, Sandbox } from 'e2b';
-import { serverStateDir, startServer, type TestServer } from './server-fixture.js';
+import { e2bConnection, serverStateDir, startServer, type TestServer } from './server-fixture.js';
 
 describe('e2b SDK terminals against ironcage serve', { timeout: 120_000 }, () => {
   let server: TestServer;
@@ -15,12 +15,7 @@ describe('e2b SDK terminals against ironcage serve', { timeout: 120_000 }, () =>
   before(async () => {
     state = serverStateDir('e2b-pty');
     server = await startServer(state.dir);
-    opts = {
-      apiKey: server.adminKey,
-      apiUrl: `${server.url}/e2b`,
-      sandboxUrl: `${server.url}/e2b/envd`,
-      requestTimeoutMs: 30_000,
-    };
+    opts = e2bConnection(server);
   });
 
   after(async () => {

@@ -2,7 +2,7 @@
  * Shared helpers for the HTTP server tests (not a test file): a real server (real SandboxManager, SQLite store
  * and egress services in a temporary state directory) listening on 127.0.0.1:0, and a small fetch wrapper.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { type EgressServices, openEgressServices } from '../../src/egress/services.js';
@@ -152,4 +152,40 @@ export function streamText(lines: Record<string, Json>[], type: 'stdout' | 'stde
   return Buffer.concat(
     lines.filter((l) => l.type === type).map((l) => Buffer.from(l.data as string, 'base64')),
   ).toString('utf8');
+}
+
+/** What the unmodified `e2b` packages need to reach `server` (its E2B planes and admin key). */
+export function e2bConnection(server: TestServer, requestTimeoutMs = 30_000) {
+  return {
+    apiKey: server.adminKey,
+    apiUrl: `${server.url}/e2b`,
+    sandboxUrl: `${server.url}/e2b/envd`,
+    requestTimeoutMs,
+  };
+}
+
+/** inotify watches (wds) the process holds, read from /proc/<pid>/fdinfo (0 when it has no inotify fd). */
+export function inotifyWatches(pid: number): number {
+  let count = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target !== 'anon_inode:inotify') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    count += info.split('\n').filter((line) => line.startsWith('inotify wd:')).length;
+  }
+  return count;
+}
+
+/** Polls `check` every 20 ms; throws naming `what` after `timeoutMs`. */
+export async function until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -4,36 +4,18 @@
  * the host's /proc to prove every way a stream ends removes them.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { IroncageError, NotFoundError, Sandbox as SdkSandbox, ValidationError } from '../../src/sdk/index.js';
 import type { FileWatchEvent } from '../../src/sdk/types.js';
-import { type Json, request, serverStateDir, startServer, type TestServer } from './server-fixture.js';
-
-/** inotify watches (wds) the process holds, read from /proc/<pid>/fdinfo (0 when it has no inotify fd). */
-function inotifyWatches(pid: number): number {
-  let count = 0;
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    let target = '';
-    try {
-      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target !== 'anon_inode:inotify') continue;
-    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    count += info.split('\n').filter((line) => line.startsWith('inotify wd:')).length;
-  }
-  return count;
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import {
+  inotifyWatches,
+  type Json,
+  request,
+  serverStateDir,
+  startServer,
+  type TestServer,
+  until,
+} from './server-fixture.js';
 
 /** An open watch stream read line by line as it arrives. */
 class WatchStream {

@@ -9,10 +9,17 @@
 
 import type { PoolClient } from 'pg';
 import pg from 'pg';
-import { z } from 'zod';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { StoreError } from './errors.js';
 import { type Migration, POSTGRES_MIGRATIONS } from './migrations.js';
+import {
+  rowReader,
+  type AuditRow as StoredAuditRow,
+  type KeyRow as StoredKeyRow,
+  type SandboxRow as StoredSandboxRow,
+  type TemplateRow as StoredTemplateRow,
+  withoutHash,
+} from './rows.js';
 import {
   type ApiKeyRecord,
   type AuditEvent,
@@ -22,7 +29,6 @@ import {
   hashSchema,
   idSchema,
   isoTimeSchema,
-  keyLimitsSchema,
   type NewApiKey,
   type NewAuditEvent,
   type NewSandbox,
@@ -35,7 +41,6 @@ import {
   recordSandboxOptionsSchema,
   type SandboxQuery,
   type SandboxRecord,
-  SCOPES,
   type Store,
   type StoredApiKey,
   sandboxQuerySchema,
@@ -267,54 +272,11 @@ function checkApplied(
   }
 }
 
-interface KeyRow {
-  id: string;
-  name: string;
-  prefix: string;
-  hash: string;
-  scopes: unknown;
-  limits: unknown;
-  created_at: string;
-  revoked_at: string | null;
-}
-
-interface SandboxRow {
-  /** BIGINT: pg hands it over as a string. */
-  seq: string;
-  sandbox_id: string;
-  owner_key_id: string;
-  created_at: string;
-  template: string | null;
-  metadata: unknown;
-}
-
-interface AuditRow {
-  id: string;
-  time: string;
-  request_id: string | null;
-  key_id: string | null;
-  sandbox_id: string | null;
-  type: string;
-  payload: unknown;
-}
-
-interface TemplateRow {
-  name: string;
-  template: unknown;
-  created_at: string;
-  updated_at: string;
-}
-
-const scopesColumn = z.array(z.enum(SCOPES)).min(1);
-const metadataColumn = z.record(z.string());
-const templateColumn = z.record(z.unknown());
-
-/** pg has already parsed json/jsonb/arrays; what remains is checking the shape. */
-function checkColumn<S extends z.ZodTypeAny>(schema: S, value: unknown, what: string): z.output<S> {
-  const result = schema.safeParse(value);
-  if (!result.success) throw new StoreError('CORRUPT_ROW', `stored ${what} does not match its schema`);
-  return result.data;
-}
+type KeyRow = StoredKeyRow<unknown>;
+/** BIGINT columns: pg hands them over as strings. */
+type SandboxRow = StoredSandboxRow<unknown, string>;
+type AuditRow = StoredAuditRow<unknown, string>;
+type TemplateRow = StoredTemplateRow<unknown>;
 
 function bigint(text: string, what: string): number {
   const n = Number(text);
@@ -322,54 +284,11 @@ function bigint(text: string, what: string): number {
   return n;
 }
 
-function toKey(row: KeyRow): StoredApiKey {
-  return {
-    id: row.id,
-    name: row.name,
-    prefix: row.prefix,
-    hash: row.hash,
-    scopes: checkColumn(scopesColumn, row.scopes, `scopes of key ${row.id}`),
-    limits: checkColumn(keyLimitsSchema, row.limits, `limits of key ${row.id}`),
-    createdAt: row.created_at,
-    revokedAt: row.revoked_at,
-  };
-}
-
-function withoutHash(key: StoredApiKey): ApiKeyRecord {
-  const { hash: _hash, ...rest } = key;
-  return rest;
-}
-
-function toSandbox(row: SandboxRow): SandboxRecord {
-  return {
-    sandboxId: row.sandbox_id,
-    ownerKeyId: row.owner_key_id,
-    createdAt: row.created_at,
-    template: row.template,
-    metadata: checkColumn(metadataColumn, row.metadata, `metadata of sandbox ${row.sandbox_id}`),
-  };
-}
-
-function toAudit(row: AuditRow): AuditEvent {
-  return {
-    id: bigint(row.id, 'audit event id'),
-    time: row.time,
-    requestId: row.request_id,
-    keyId: row.key_id,
-    sandboxId: row.sandbox_id,
-    type: row.type,
-    payload: row.payload,
-  };
-}
-
-function toTemplate(row: TemplateRow): TemplateRecord {
-  return {
-    name: row.name,
-    template: checkColumn(templateColumn, row.template, `template ${row.name}`),
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
+/** pg has already parsed json/jsonb; what remains is checking the shape. */
+const { toKey, toSandbox, toAudit, toTemplate } = rowReader<unknown, string>({
+  json: (value) => value,
+  integer: bigint,
+});
 
 /** A pool or one of its connections (inside a transaction). */
 type Querier = { query(sql: string, params: unknown[]): Promise<pg.QueryResult> };

@@ -7,10 +7,17 @@
  * few commits, and an audited request does not pay an fsync.
  */
 import Database from 'better-sqlite3';
-import { z } from 'zod';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { StoreError } from './errors.js';
 import { type Migration, SQLITE_MIGRATIONS } from './migrations.js';
+import {
+  rowReader,
+  type AuditRow as StoredAuditRow,
+  type KeyRow as StoredKeyRow,
+  type SandboxRow as StoredSandboxRow,
+  type TemplateRow as StoredTemplateRow,
+  withoutHash,
+} from './rows.js';
 import {
   type ApiKeyRecord,
   type AuditEvent,
@@ -20,7 +27,6 @@ import {
   hashSchema,
   idSchema,
   isoTimeSchema,
-  keyLimitsSchema,
   type NewApiKey,
   type NewAuditEvent,
   type NewSandbox,
@@ -33,7 +39,6 @@ import {
   recordSandboxOptionsSchema,
   type SandboxQuery,
   type SandboxRecord,
-  SCOPES,
   type Store,
   type StoredApiKey,
   sandboxQuerySchema,
@@ -51,46 +56,22 @@ export interface SqliteStoreOptions {
   migrations?: readonly Migration[];
 }
 
-interface KeyRow {
-  id: string;
-  name: string;
-  prefix: string;
-  hash: string;
-  scopes: string;
-  limits: string;
-  created_at: string;
-  revoked_at: string | null;
-}
+type KeyRow = StoredKeyRow<string>;
+type SandboxRow = StoredSandboxRow<string, number>;
+type AuditRow = StoredAuditRow<string, number>;
+type TemplateRow = StoredTemplateRow<string>;
 
-interface SandboxRow {
-  seq: number;
-  sandbox_id: string;
-  owner_key_id: string;
-  created_at: string;
-  template: string | null;
-  metadata: string;
-}
-
-interface AuditRow {
-  id: number;
-  time: string;
-  request_id: string | null;
-  key_id: string | null;
-  sandbox_id: string | null;
-  type: string;
-  payload: string;
-}
-
-interface TemplateRow {
-  name: string;
-  template: string;
-  created_at: string;
-  updated_at: string;
-}
-
-const scopesColumn = z.array(z.enum(SCOPES)).min(1);
-const metadataColumn = z.record(z.string());
-const templateColumn = z.record(z.unknown());
+/** better-sqlite3 returns JSON columns as text and INTEGER as number. */
+const { toKey, toSandbox, toAudit, toTemplate } = rowReader<string, number>({
+  json(text, what) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new StoreError('CORRUPT_ROW', `stored ${what} is not valid JSON`);
+    }
+  },
+  integer: (n) => n,
+});
 
 /** Opens (creating if needed) the database at `path` and brings its schema up to date. */
 export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Store {
@@ -195,68 +176,6 @@ function sqliteCode(error: unknown): string {
 function isUniqueViolation(error: unknown): boolean {
   const code = sqliteCode(error);
   return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
-}
-
-function parseColumn<S extends z.ZodTypeAny>(schema: S, text: string, what: string): z.output<S> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new StoreError('CORRUPT_ROW', `stored ${what} is not valid JSON`);
-  }
-  const result = schema.safeParse(value);
-  if (!result.success) throw new StoreError('CORRUPT_ROW', `stored ${what} does not match its schema`);
-  return result.data;
-}
-
-function toKey(row: KeyRow): StoredApiKey {
-  return {
-    id: row.id,
-    name: row.name,
-    prefix: row.prefix,
-    hash: row.hash,
-    scopes: parseColumn(scopesColumn, row.scopes, `scopes of key ${row.id}`),
-    limits: parseColumn(keyLimitsSchema, row.limits, `limits of key ${row.id}`),
-    createdAt: row.created_at,
-    revokedAt: row.revoked_at,
-  };
-}
-
-/** The public view: the hash stays inside the store and authentication. */
-function withoutHash(key: StoredApiKey): ApiKeyRecord {
-  const { hash: _hash, ...rest } = key;
-  return rest;
-}
-
-function toSandbox(row: SandboxRow): SandboxRecord {
-  return {
-    sandboxId: row.sandbox_id,
-    ownerKeyId: row.owner_key_id,
-    createdAt: row.created_at,
-    template: row.template,
-    metadata: parseColumn(metadataColumn, row.metadata, `metadata of sandbox ${row.sandbox_id}`),
-  };
-}
-
-function toAudit(row: AuditRow): AuditEvent {
-  return {
-    id: row.id,
-    time: row.time,
-    requestId: row.request_id,
-    keyId: row.key_id,
-    sandboxId: row.sandbox_id,
-    type: row.type,
-    payload: parseColumn(z.unknown(), row.payload, `payload of audit event ${row.id}`),
-  };
-}
-
-function toTemplate(row: TemplateRow): TemplateRecord {
-  return {
-    name: row.name,
-    template: parseColumn(templateColumn, row.template, `template ${row.name}`),
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
 }
 
 class SqliteStore implements Store {
