@@ -150,18 +150,26 @@ describe('local engine', { concurrency: 4 }, () => {
   test('as root, sandboxes run as an unprivileged host uid and a bind they cannot write is refused', {
     skip: isRoot ? false : 'needs root',
   }, async () => {
-    const running = run(['sleep', '1.31415']);
-    await new Promise((r) => setTimeout(r, 700));
-    const uids = readdirSync('/proc')
-      .filter((p) => /^\d+$/.test(p))
-      .flatMap((pid) => {
-        try {
-          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') !== 'sleep\u00001.31415\u0000') return [];
-          return [/^Uid:\t(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]];
-        } catch {
-          return [];
-        }
-      });
+    const controller = new AbortController();
+    const running = run(['sleep', '31.415'], {}, { signal: controller.signal });
+    const sleeperUids = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .flatMap((pid) => {
+          try {
+            if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') !== 'sleep\u000031.415\u0000') return [];
+            return [/^Uid:\t(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]];
+          } catch {
+            return [];
+          }
+        });
+    // Setup time varies with load: look until the sleeper is there (or 15 s have passed).
+    let uids = sleeperUids();
+    for (let i = 0; uids.length === 0 && i < 300; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      uids = sleeperUids();
+    }
+    controller.abort();
     await running;
     assert.deepEqual(uids, ['65534'], 'the sandboxed process runs as nobody on the host, not root');
     const closed = join(scratch, 'closed');
