@@ -96,22 +96,28 @@ export class Files {
     options: { recursive?: boolean } = {},
   ): Promise<{ stop(): Promise<void> }> {
     const client = this.#host.client('watch a directory');
-    const listener = (id: number, event: FileEvent) => {
-      if (id === watchId) onEvent(event);
-    };
-    let watchId = -1;
-    client.on('fs-event', listener);
-    try {
-      ({ watchId } = await client.watch(this.#path(path), options));
-    } catch (err) {
-      client.off('fs-event', listener);
-      throw err;
-    }
+    const { watchId } = await client.watch(this.#path(path), options);
+    const watches = watchesOf(client);
+    watches.set(watchId, onEvent);
     return {
       stop: async () => {
-        client.off('fs-event', listener);
+        watches.delete(watchId);
         await client.unwatch(watchId).catch(() => {});
       },
     };
   }
+}
+
+/** One fs-event listener per agent connection, dispatching by watch id: many watches must not pile up listeners. */
+const watchesByClient = new WeakMap<AgentClient, Map<number, (event: FileEvent) => void>>();
+
+function watchesOf(client: AgentClient): Map<number, (event: FileEvent) => void> {
+  let watches = watchesByClient.get(client);
+  if (watches === undefined) {
+    const created = new Map<number, (event: FileEvent) => void>();
+    client.on('fs-event', (id: number, event: FileEvent) => created.get(id)?.(event));
+    watchesByClient.set(client, created);
+    watches = created;
+  }
+  return watches;
 }
