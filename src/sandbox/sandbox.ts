@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
 import type { AgentClient } from '../agent/client.js';
 import { rulesToInput } from '../egress/rules.js';
-import type { SandboxCgroup } from '../isolation/cgroups.js';
+import type { CgroupStats, SandboxCgroup } from '../isolation/cgroups.js';
 import { planRlimits } from '../isolation/rlimits.js';
 import type { SandboxPolicy } from '../policy/schema.js';
 import { Commands } from './commands.js';
@@ -143,6 +143,13 @@ export class Sandbox extends EventEmitter<SandboxEvents> {
   /** Cgroup directories (empty when limits are rlimits only). */
   get cgroupDirs(): readonly string[] {
     return this.#cgroup?.dirs ?? [];
+  }
+  /**
+   * CPU and memory the sandbox has used, from its cgroup (null without one: limits by rlimits only). Cheap: a
+   * few small reads of kernel files, no process is stopped.
+   */
+  resourceUsage(): CgroupStats | null {
+    return this.#cgroup?.stats() ?? null;
   }
   /** True when pause(), snapshots and restore are possible on this host. */
   get canPause(): boolean {

@@ -9,6 +9,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { CgroupStats } from '../isolation/cgroups.js';
 import type { CommandResult, ProcessHandle } from '../sandbox/commands.js';
 import type { SandboxManager } from '../sandbox/manager.js';
 import type { EgressLogRecord } from '../sandbox/network.js';
@@ -147,6 +148,32 @@ export class ServerMetrics {
         for (const s of manager.list()) if (s.state === 'running' || s.state === 'paused') count[s.state]++;
         this.set({ state: 'running' }, count.running);
         this.set({ state: 'paused' }, count.paused);
+      },
+    });
+    // What the sandboxes use, summed at scrape time from their cgroups (per-sandbox series would put ids in
+    // labels). Sandboxes without a cgroup (rlimits only, e.g. unprivileged hosts) add nothing.
+    const total = (read: (usage: CgroupStats) => number | null) => {
+      let sum = 0;
+      for (const sandbox of manager.list()) {
+        const usage = sandbox.resourceUsage();
+        sum += usage === null ? 0 : (read(usage) ?? 0);
+      }
+      return sum;
+    };
+    new Gauge({
+      name: 'ironcage_sandbox_memory_bytes',
+      help: 'Memory the live sandboxes use now, summed over their cgroups.',
+      registers: [this.registry],
+      collect() {
+        this.set(total((u) => u.memoryBytes));
+      },
+    });
+    new Gauge({
+      name: 'ironcage_sandbox_cpu_seconds',
+      help: 'CPU time the live sandboxes have used since they started, summed over their cgroups.',
+      registers: [this.registry],
+      collect() {
+        this.set(total((u) => (u.cpuMs === null ? null : u.cpuMs / 1000)));
       },
     });
     // Process CPU, memory, event-loop lag, GC, handles: the server's own resource use.

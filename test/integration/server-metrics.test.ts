@@ -27,6 +27,7 @@ interface App {
   url: string;
   app: FastifyInstance;
   store: Store;
+  manager: SandboxManager;
   admin: string;
   logs: Record<string, Json>[];
   newKey(scopes: Scope[], limits?: Partial<KeyLimits>): Promise<string>;
@@ -64,6 +65,7 @@ async function startApp(stateDir: string, options: AppOptions = {}): Promise<App
     url,
     app,
     store,
+    manager,
     admin: admin.key,
     logs,
     async newKey(scopes, limits = {}) {
@@ -256,6 +258,39 @@ describe('metrics, heartbeats and logs', () => {
       sum(end, 'ironcage_sandboxes', { state: 'running' }),
       sum(before, 'ironcage_sandboxes', { state: 'running' }),
     );
+  });
+
+  test('sandbox memory and CPU are summed from their cgroups (nothing without one)', async () => {
+    const id = await createSandbox(server, server.admin);
+    const measured = server.manager.get(id)?.resourceUsage()?.memoryBytes != null;
+    const memory = (s: Sample[]) => sum(s, 'ironcage_sandbox_memory_bytes');
+    const cpu = (s: Sample[]) => sum(s, 'ironcage_sandbox_cpu_seconds');
+    const before = (await scrape(server)).samples;
+    const hog = await request(server, 'POST', `/v1/sandboxes/${id}/commands`, {
+      key: server.admin,
+      body: {
+        argv: [
+          'python3',
+          '-c',
+          'import time; x = bytearray(64 << 20); x[::4096] = b"1" * len(x[::4096]); time.sleep(30)',
+        ],
+        background: true,
+      },
+    });
+    assert.equal(hog.status, 201, hog.text);
+    let grown = 0;
+    for (let i = 0; i < 100 && grown < 60 * 2 ** 20; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      grown = memory((await scrape(server)).samples) - memory(before);
+    }
+    const after = (await scrape(server)).samples;
+    if (measured) {
+      assert.ok(grown >= 60 * 2 ** 20, `sandbox memory grew by ${grown} bytes, expected >= 60 MiB`);
+      assert.ok(cpu(after) > 0, 'the sandboxes used some CPU');
+    } else {
+      assert.equal(memory(after), 0, 'no cgroup: nothing is reported rather than a guess');
+    }
+    assert.equal((await request(server, 'DELETE', `/v1/sandboxes/${id}`, { key: server.admin })).status, 200);
   });
 
   test('auth failures, rate-limit and quota refusals are counted in every API scope', async () => {

@@ -25,6 +25,8 @@ export interface SandboxCgroupOptions extends CgroupLimits {
 }
 
 export interface CgroupStats {
+  /** Memory the sandbox uses now, bytes (page cache included, as the limit counts it). */
+  memoryBytes: number | null;
   /** Highest memory use of the sandbox, bytes (v2 memory.peak needs kernel 5.19+, else null). */
   peakMemoryBytes: number | null;
   /** User + system CPU time of every process that ran in the sandbox, ms (v1 needs cpuacct). */
@@ -318,6 +320,7 @@ export class SandboxCgroup {
       const at = (file: string) => posix.join(layout.dir, file);
       const cpuUsec = readKey(at('cpu.stat'), 'usage_usec');
       return {
+        memoryBytes: readNumber(at('memory.current')),
         peakMemoryBytes: readNumber(at('memory.peak')),
         cpuMs: cpuUsec === null ? null : cpuUsec / 1_000,
         oomKills: readKey(at('memory.events'), 'oom_kill'),
@@ -327,6 +330,7 @@ export class SandboxCgroup {
     const { memory, cpuacct, pids } = layout.dirs;
     const cpuNs = cpuacct === undefined ? null : readNumber(posix.join(cpuacct, 'cpuacct.usage'));
     return {
+      memoryBytes: memory === undefined ? null : readNumber(posix.join(memory, 'memory.usage_in_bytes')),
       peakMemoryBytes:
         memory === undefined ? null : readNumber(posix.join(memory, 'memory.max_usage_in_bytes')),
       cpuMs: cpuNs === null ? null : cpuNs / 1_000_000,
