@@ -40,6 +40,11 @@ export interface RunOptions {
   /** Free-form label shown by commands.list(). */
   tag?: string;
   /**
+   * Bytes of each stream kept for the result (at most, and by default, the policy's limits.outputBytes). 0 keeps
+   * none, for long-lived processes read through onStdout/onStderr only; the result is then marked truncated.
+   */
+  keepBytes?: number;
+  /**
    * Kernel Landlock rules for this command and its children: with any, no path but these (`ro`: read, list,
    * execute; `rw`: everything beneath) is reachable, on top of the sandbox's own view. Needs Landlock.
    */
@@ -316,8 +321,9 @@ export class Commands {
       });
     execId = id;
     for (const [procId, event] of early.splice(0)) if (procId === id) onExec?.(event);
-    const out = new Collector(this.#host.outputLimit, options.onStdout);
-    const err = new Collector(this.#host.outputLimit, options.onStderr);
+    const keep = Math.min(Math.max(0, options.keepBytes ?? Number.POSITIVE_INFINITY), this.#host.outputLimit);
+    const out = new Collector(keep, options.onStdout);
+    const err = new Collector(keep, options.onStderr);
     const tracked = this.#track(id, pid, argv, options.tag ?? '', (chunk) =>
       (chunk.stream === 'stdout' ? out : err).push(chunk.data),
     );

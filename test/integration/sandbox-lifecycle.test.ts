@@ -80,6 +80,21 @@ describe('commands', () => {
     assert.equal(id.stdout.trim(), '1000');
   });
 
+  test('keepBytes bounds what the result keeps; the callbacks still get everything', async () => {
+    const sandbox = await newSandbox();
+    const chunks: string[] = [];
+    const none = await sandbox.commands.run(['printf', 'abcdef'], {
+      keepBytes: 0,
+      onStdout: (d) => chunks.push(d),
+    });
+    assert.equal(chunks.join(''), 'abcdef');
+    assert.equal(none.stdout, '');
+    assert.equal(none.truncated, true);
+    const all = await sandbox.commands.run(['printf', 'abcdef'], { keepBytes: 6 });
+    assert.equal(all.stdout, 'abcdef');
+    assert.equal(all.truncated, false);
+  });
+
   test('foreground timeout kills the process and says so', async () => {
     const sandbox = await newSandbox();
     const started = Date.now();

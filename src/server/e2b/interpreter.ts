@@ -131,6 +131,8 @@ class Driver {
         stdin: true,
         cwd,
         tag: DRIVER_TAG,
+        // Everything is read through the callbacks; a long-lived context must not also pile output up for wait().
+        keepBytes: 0,
         onStdout: (text) => driver.#onText(text),
         // Kept for the message when the driver dies (a crash of the driver itself, python3 missing).
         onStderr: (text) => {
