@@ -44,6 +44,8 @@ export interface AppOptions {
   heartbeatMs?: number;
   /** The /mcp endpoint's limits, or false to serve no /mcp at all. */
   mcp?: McpHttpOptions | false;
+  /** Terminals one key may have open at once (default DEFAULT_MAX_TERMINALS_PER_KEY). */
+  maxTerminalsPerKey?: number;
 }
 
 export interface BuildAppInput {
@@ -290,7 +292,13 @@ export async function buildApp(
   }
 
   // Terminals over WebSocket: served by their module (upgrade), listed in the OpenAPI document from here on.
-  routes.push(...(await registerPtyRoutes(app, { ctx, keyOf: (request) => keys.get(request) })));
+  routes.push(
+    ...(await registerPtyRoutes(app, {
+      ctx,
+      keyOf: (request) => keys.get(request),
+      ...(options.maxTerminalsPerKey === undefined ? {} : { maxPerKey: options.maxTerminalsPerKey }),
+    })),
+  );
 
   // Not `return app`: a Fastify instance is thenable, and an async function would await it.
   return { app, reconciled };

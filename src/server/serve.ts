@@ -16,6 +16,7 @@ import { SandboxManager } from '../sandbox/manager.js';
 import { buildApp } from './app.js';
 import { ensureAdminKey } from './auth/admin-key.js';
 import { MCP_SERVE_OPTIONS, MCP_SERVE_USAGE, type McpFlagValues, mcpOptionsFromFlags } from './mcp-flags.js';
+import { DEFAULT_MAX_TERMINALS_PER_KEY } from './routes/pty.js';
 import { DATABASE_URL_ENV, describeDatabase, openStore } from './store/open.js';
 import type { Store } from './store/types.js';
 
@@ -28,6 +29,8 @@ const USAGE = `usage: ironcage serve [--host H] [--port N] [--state-dir DIR] [--
   --database URL   keep keys, ownership, audit and templates in PostgreSQL (postgres://user:pass@host:port/db;
                    default $IRONCAGE_DATABASE_URL, else SQLite in <state-dir>/ironcage.db)
   --log-level L    fatal|error|warn|info|debug|silent (default info); logs are JSON lines on stderr
+  --max-terminals-per-key N
+                   terminals (WebSocket PTYs) one API key may have open at once (default ${DEFAULT_MAX_TERMINALS_PER_KEY})
 ${MCP_SERVE_USAGE}`;
 
 /** How long shutdown waits for running requests (streams included) before cutting them. */
@@ -46,6 +49,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     'state-dir'?: string;
     database?: string;
     'log-level'?: string;
+    'max-terminals-per-key'?: string;
     help?: boolean;
   } & McpFlagValues;
   try {
@@ -57,6 +61,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         'state-dir': { type: 'string' },
         database: { type: 'string' },
         'log-level': { type: 'string' },
+        'max-terminals-per-key': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ...MCP_SERVE_OPTIONS,
       },
@@ -81,6 +86,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const logLevel = values['log-level'] ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     process.stderr.write(`ironcage serve: invalid --log-level ${JSON.stringify(logLevel)}\n`);
+    return 2;
+  }
+  const terminalsText = values['max-terminals-per-key'] ?? String(DEFAULT_MAX_TERMINALS_PER_KEY);
+  const maxTerminalsPerKey = /^\d{1,4}$/.test(terminalsText) ? Number(terminalsText) : Number.NaN;
+  if (!(maxTerminalsPerKey >= 1)) {
+    process.stderr.write(
+      `ironcage serve: invalid --max-terminals-per-key ${JSON.stringify(terminalsText)} (1-9999)\n`,
+    );
     return 2;
   }
   let mcp: ReturnType<typeof mcpOptionsFromFlags>;
@@ -108,8 +121,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     store = await openStore({ database, stateDir });
   } catch (err) {
     // Store errors name a PostgreSQL database by its redacted URL: no password reaches the terminal.
-    process.stderr.write(`ironcage serve: ${(err as Error).message}
-`);
+    process.stderr.write(`ironcage serve: ${(err as Error).message}\n`);
     return 1;
   }
   let manager: SandboxManager | null = null;
@@ -126,7 +138,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       manager,
       store,
       services,
-      options: { logger: { level: logLevel }, mcp },
+      options: { logger: { level: logLevel }, mcp, maxTerminalsPerKey },
     });
     const address = await app.listen({ host, port });
     app.log.info(

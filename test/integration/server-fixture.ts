@@ -39,7 +39,7 @@ export function serverStateDir(prefix: string): { dir: string; cleanup(): void }
 
 export async function startServer(
   stateDir: string,
-  options: { adminKey?: string; rateLimiter?: RateLimiter } = {},
+  options: { adminKey?: string; rateLimiter?: RateLimiter; maxTerminalsPerKey?: number } = {},
 ): Promise<TestServer> {
   const store = openSqliteStore(join(stateDir, 'ironcage.db'));
   const services = await openEgressServices(stateDir);
@@ -60,7 +60,10 @@ export async function startServer(
     manager,
     store,
     services,
-    ...(options.rateLimiter ? { options: { rateLimiter: options.rateLimiter } } : {}),
+    options: {
+      ...(options.rateLimiter ? { rateLimiter: options.rateLimiter } : {}),
+      ...(options.maxTerminalsPerKey === undefined ? {} : { maxTerminalsPerKey: options.maxTerminalsPerKey }),
+    },
   });
   const address = await app.listen({ host: '127.0.0.1', port: 0 });
   let closed = false;

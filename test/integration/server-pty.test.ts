@@ -113,8 +113,8 @@ function startOf(term: RawTerminal): { processId: number; pid: number } {
   return { processId: Number(start.processId), pid: Number(start.pid) };
 }
 
-function ptyUrl(id: string, query: Record<string, string> = {}): string {
-  const url = new URL(`${server.url}/v1/sandboxes/${id}/pty`);
+function ptyUrl(id: string, query: Record<string, string> = {}, on: TestServer = server): string {
+  const url = new URL(`${on.url}/v1/sandboxes/${id}/pty`);
   url.protocol = 'ws:';
   for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   return url.toString();
@@ -338,6 +338,49 @@ describe('pty refusals happen before the upgrade', () => {
     }
     // No terminal process was started by any refused attempt.
     assert.equal((await sandbox.commands.list()).filter((p) => p.tag === 'pty').length, terminalsBefore);
+  });
+
+  test('a key has at most --max-terminals-per-key terminals open: 429 with how to get one, freed on close', async () => {
+    const limited = await startServer(serverStateDir('pty-limit').dir, { maxTerminalsPerKey: 2 });
+    try {
+      const created = await request(limited, 'POST', '/v1/sandboxes', { key: limited.adminKey, body: {} });
+      assert.equal(created.status, 201, created.text);
+      const open = async () => {
+        const ws = new WebSocket(ptyUrl(created.json.id, { cmd: '["sleep","30"]' }, limited), {
+          headers: { authorization: `Bearer ${limited.adminKey}` },
+        });
+        await new Promise<void>((resolve, reject) => {
+          ws.once('open', resolve);
+          ws.once('error', reject);
+        });
+        const terminal = new RawTerminal(ws);
+        opened.add(terminal);
+        await terminal.until('the start message', () => terminal.control('start') !== undefined);
+        return terminal;
+      };
+      const first = await open();
+      await open();
+      const refused = await refusedUpgrade(ptyUrl(created.json.id, {}, limited), {
+        authorization: `Bearer ${limited.adminKey}`,
+      });
+      assert.equal(refused.status, 429);
+      assert.match(refused.body, /TERMINAL_LIMIT/);
+      assert.match(refused.body, /--max-terminals-per-key/);
+      first.ws.close();
+      await first.closed;
+      // The count drops when the socket closes; then a new terminal is accepted.
+      let again: RawTerminal | undefined;
+      for (let i = 0; i < 50 && again === undefined; i++) {
+        again = await open().catch(async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          return undefined;
+        });
+      }
+      assert.ok(again, 'a terminal opens again once one was closed');
+      for (const terminal of opened) terminal.ws.terminate();
+    } finally {
+      await limited.close();
+    }
   });
 
   test('a plain GET (no upgrade) is 426 after the same checks; an upgrade elsewhere is not accepted', async () => {

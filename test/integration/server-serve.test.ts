@@ -79,15 +79,17 @@ test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them', async
   assert.equal(await second.exit, 0);
 });
 
-test('serve: bad arguments exit 2 with usage', async () => {
-  const child = spawn(process.execPath, [cli, 'serve', '--port', 'x'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  assert.equal(code, 2);
-  assert.match(err, /invalid port/);
+test('serve: bad arguments exit 2 naming the flag', async () => {
+  const refused = async (args: string[], pattern: RegExp) => {
+    const child = spawn(process.execPath, [cli, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 2, err);
+    assert.match(err, pattern);
+  };
+  await refused(['--port', 'x'], /invalid port/);
+  await refused(['--max-terminals-per-key', '0'], /invalid --max-terminals-per-key "0"/);
 });

@@ -34,6 +34,8 @@ const LOW_WATER = 64 * 1024;
 const MAX_PENDING_MESSAGES = 64;
 /** A peer that answers no ping within this long is gone (a sleeping laptop): the socket and process end. */
 const PING_INTERVAL_MS = 30_000;
+/** Terminals one API key may have open at once, unless configured. */
+export const DEFAULT_MAX_TERMINALS_PER_KEY = 16;
 const DEFAULT_ROWS = 24;
 const DEFAULT_COLS = 80;
 
@@ -43,6 +45,17 @@ export interface PtyDeps {
   ctx: ServerContext;
   /** The key the app's onRequest hook authenticated for this request. */
   keyOf(request: FastifyRequest): ApiKeyRecord | undefined;
+  /** Terminals one key may have open at once (default DEFAULT_MAX_TERMINALS_PER_KEY). */
+  maxPerKey?: number;
+}
+
+function terminalLimit(limit: number): ApiError {
+  return new ApiError(
+    429,
+    'TERMINAL_LIMIT',
+    `this API key has ${limit} terminals open, its limit: close one (or ask the operator to raise ` +
+      'ironcage serve --max-terminals-per-key)',
+  );
 }
 
 interface Prepared {
@@ -87,6 +100,9 @@ export const ptyRoute: RouteDef = defineRoute({
 export async function registerPtyRoutes(app: FastifyInstance, deps: PtyDeps): Promise<RouteDef[]> {
   const { ctx } = deps;
   const prepared = new WeakMap<FastifyRequest, Prepared>();
+  const maxPerKey = deps.maxPerKey ?? DEFAULT_MAX_TERMINALS_PER_KEY;
+  /** Open terminals per key id. */
+  const open = new Map<string, number>();
 
   app.route({
     method: 'GET',
@@ -108,6 +124,8 @@ export async function registerPtyRoutes(app: FastifyInstance, deps: PtyDeps): Pr
       if (sandbox.state !== 'running') {
         throw new ApiError(409, 'SANDBOX_NOT_RUNNING', `sandbox ${id} is ${sandbox.state}; resume it first`);
       }
+      // The readable refusal; wsHandler enforces the limit exactly (upgrades can race past this check).
+      if ((open.get(key.id) ?? 0) >= maxPerKey) throw terminalLimit(maxPerKey);
       prepared.set(request, { sandbox, key, query: query.data });
     },
     handler: async (_request: FastifyRequest, reply: FastifyReply) => {
@@ -120,6 +138,20 @@ export async function registerPtyRoutes(app: FastifyInstance, deps: PtyDeps): Pr
         socket.close(1011, 'not prepared');
         return;
       }
+      const keyId = ready.key.id;
+      const count = (open.get(keyId) ?? 0) + 1;
+      if (count > maxPerKey) {
+        const { code, message } = terminalLimit(maxPerKey);
+        socket.send(JSON.stringify({ type: 'error', code, message, status: 429 }));
+        socket.close(1008, 'terminal limit');
+        return;
+      }
+      open.set(keyId, count);
+      socket.once('close', () => {
+        const left = (open.get(keyId) ?? 1) - 1;
+        if (left > 0) open.set(keyId, left);
+        else open.delete(keyId);
+      });
       void new PtySession(socket, ready, request, ctx).run();
     },
   });
