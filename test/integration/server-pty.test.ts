@@ -125,8 +125,9 @@ async function openTerminal(
   query: Record<string, string> = {},
   key = server.adminKey,
   id = sandboxId,
+  on: TestServer = server,
 ): Promise<RawTerminal> {
-  const ws = new WebSocket(ptyUrl(id, query), { headers: { authorization: `Bearer ${key}` } });
+  const ws = new WebSocket(ptyUrl(id, query, on), { headers: { authorization: `Bearer ${key}` } });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', resolve);
     ws.once('error', reject);
@@ -345,19 +346,7 @@ describe('pty refusals happen before the upgrade', () => {
     try {
       const created = await request(limited, 'POST', '/v1/sandboxes', { key: limited.adminKey, body: {} });
       assert.equal(created.status, 201, created.text);
-      const open = async () => {
-        const ws = new WebSocket(ptyUrl(created.json.id, { cmd: '["sleep","30"]' }, limited), {
-          headers: { authorization: `Bearer ${limited.adminKey}` },
-        });
-        await new Promise<void>((resolve, reject) => {
-          ws.once('open', resolve);
-          ws.once('error', reject);
-        });
-        const terminal = new RawTerminal(ws);
-        opened.add(terminal);
-        await terminal.until('the start message', () => terminal.control('start') !== undefined);
-        return terminal;
-      };
+      const open = () => openTerminal({ cmd: '["sleep","30"]' }, limited.adminKey, created.json.id, limited);
       const first = await open();
       await open();
       const refused = await refusedUpgrade(ptyUrl(created.json.id, {}, limited), {
