@@ -32,6 +32,7 @@ import { systemRoutes } from './routes/system.js';
 import { templateRoutes } from './routes/templates.js';
 import { endWatchStreams, watchRoutes } from './routes/watch.js';
 import type { ApiKeyRecord, Store } from './store/types.js';
+import { parseUntrustedJson } from './untrusted-json.js';
 
 export interface AppOptions {
   /** Fastify's logger (pino): true, or its options. Default off. */
@@ -72,10 +73,7 @@ const JSON_TYPES = ['application/json', 'application/merge-patch+json'];
 function parseJson(text: string): unknown {
   if (text.trim() === '') return undefined;
   try {
-    return JSON.parse(text, (key, value) => {
-      if (key === '__proto__' || key === 'constructor') throw new SyntaxError('forbidden key');
-      return value;
-    });
+    return parseUntrustedJson(text);
   } catch {
     throw new ApiError(
       400,

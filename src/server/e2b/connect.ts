@@ -6,6 +6,7 @@
  * JSON objects with proto3 JSON field names (lowerCamelCase, bytes as base64, enums by name).
  */
 import type { FastifyReply } from 'fastify';
+import { parseUntrustedJson } from '../untrusted-json.js';
 
 export type ConnectCode =
   | 'canceled'
@@ -111,10 +112,7 @@ export function parseJsonMessage(bytes: Buffer): unknown {
   const text = bytes.toString('utf8');
   if (text.trim() === '') return {};
   try {
-    return JSON.parse(text, (key, value) => {
-      if (key === '__proto__' || key === 'constructor') throw new SyntaxError('forbidden key');
-      return value;
-    });
+    return parseUntrustedJson(text);
   } catch {
     throw new ConnectRpcError('invalid_argument', 'request message is not valid JSON');
   }

@@ -6,6 +6,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError } from '../errors.js';
+import { parseUntrustedJson } from '../untrusted-json.js';
 import { E2bAccess, type E2bDeps } from './access.js';
 import { e2bErrorBody, registerE2bApi } from './api.js';
 import { registerEnvd } from './envd.js';
@@ -15,11 +16,6 @@ export type { E2bDeps } from './access.js';
 
 export const E2B_PREFIX = '/e2b';
 export const E2B_ENVD_PREFIX = '/e2b/envd';
-
-function refuseProtoKeys(key: string, value: unknown): unknown {
-  if (key === '__proto__' || key === 'constructor') throw new SyntaxError('forbidden key');
-  return value;
-}
 
 /** Registers both planes under /e2b in their own encapsulated scopes (own body parsers and error shape). */
 export async function registerE2bRoutes(app: FastifyInstance, deps: E2bDeps): Promise<void> {
@@ -36,7 +32,7 @@ export async function registerE2bRoutes(app: FastifyInstance, deps: E2bDeps): Pr
       scope.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
         const text = body as string;
         try {
-          const parsed = text.trim() === '' ? undefined : JSON.parse(text, refuseProtoKeys);
+          const parsed = text.trim() === '' ? undefined : parseUntrustedJson(text);
           done(null, parsed);
         } catch {
           done(new ApiError(400, 'INVALID_JSON', 'request body is not valid JSON'), undefined);

@@ -13,6 +13,7 @@ import type { ProcessHandle } from '../../sandbox/commands.js';
 import { SandboxStateError } from '../../sandbox/errors.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import { ApiError, describeZodError } from '../errors.js';
+import { parseUntrustedJson } from '../untrusted-json.js';
 import type { E2bAccess } from './access.js';
 import { DRIVER_BOOTSTRAP, DRIVER_SOURCE, DRIVER_TAG } from './interpreter-driver.js';
 
@@ -93,7 +94,7 @@ function toOutput(message: Json): OutputMessage | null {
 
 function parseDriverLine(line: string): Json | null {
   try {
-    const value: unknown = JSON.parse(line, (key, v) => (key === '__proto__' ? undefined : v));
+    const value = parseUntrustedJson(line);
     return isJson(value) ? value : null;
   } catch {
     return null;
@@ -513,10 +514,7 @@ async function readJson(request: FastifyRequest, limit: number): Promise<unknown
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') return {};
   try {
-    return JSON.parse(text, (key, value) => {
-      if (key === '__proto__' || key === 'constructor') throw new SyntaxError('forbidden key');
-      return value;
-    });
+    return parseUntrustedJson(text);
   } catch {
     throw new ApiError(400, 'INVALID_JSON', 'request body is not valid JSON');
   }
