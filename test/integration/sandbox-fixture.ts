@@ -45,6 +45,21 @@ export function processesWithMarker(marker: string): number[] {
   return found;
 }
 
+/**
+ * Polls until exactly `count` processes carry `marker` (they need a moment to appear or to be reaped), or
+ * `timeoutMs` passed, and returns the count it saw. Callers assert on that count, not on a fresh look: a
+ * process in the middle of an exec reads as an empty cmdline for a moment, so a second look can miss it.
+ */
+export async function waitForMarked(marker: string, count: number, timeoutMs = 5_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let seen = processesWithMarker(marker).length;
+  while (seen !== count && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    seen = processesWithMarker(marker).length;
+  }
+  return seen;
+}
+
 /** Sandbox cgroup directories (any hierarchy) whose name ends with `-<id>`. */
 export function cgroupDirsOf(ids: readonly string[]): string[] {
   const out: string[] = [];

@@ -16,6 +16,7 @@ import {
   skipNoRoot,
   sleep,
   tempStateDir,
+  waitForMarked,
 } from './sandbox-fixture.js';
 
 const state = tempStateDir('lifecycle');
@@ -259,13 +260,9 @@ describe('cleanup accounting', () => {
       `(exec -a ${marker} sleep 600) & disown; true`,
     ]);
     assert.deepEqual([detached.exitCode, detached.stderr], [0, ''], 'the detached child was started');
-    for (let i = 0; i < 500 && processesWithMarker(marker).length < 2; i++) await sleep(10); // up to 5 s when loaded
+    const seen = await waitForMarked(marker, 2);
     const inside = await sandbox.commands.run(['ps', '-eo', 'pid,ppid,stat,args']);
-    assert.equal(
-      processesWithMarker(marker).length,
-      2,
-      `both sleepers run; inside the sandbox:\n${inside.stdout}`,
-    );
+    assert.equal(seen, 2, `both sleepers run; inside the sandbox:\n${inside.stdout}`);
     const init = sandbox.initPid;
     await sandbox.kill();
     assert.equal(sandbox.state, 'stopped');
@@ -292,8 +289,7 @@ describe('cleanup accounting', () => {
         ids.push(sb.id);
         await sb.commands.run(['bash', '-c', `exec -a ${marker} sleep 600`], { background: true });
       }
-      for (let i = 0; i < 500 && processesWithMarker(marker).length < 3; i++) await sleep(10); // up to 5 s on a loaded machine
-      assert.equal(processesWithMarker(marker).length, 3);
+      assert.equal(await waitForMarked(marker, 3), 3);
       assert.equal(cgroupDirsOf(ids).length > 0, true);
       await m.close();
       assert.deepEqual(processesWithMarker(marker), []);

@@ -18,6 +18,7 @@ import {
   skipNoRoot,
   sleep,
   tempStateDir,
+  waitForMarked,
 } from './sandbox-fixture.js';
 
 const managerUrl = pathToFileURL(join(import.meta.dirname, '../../src/sandbox/manager.js')).href;
@@ -70,16 +71,6 @@ async function crashAManager(stateDir: string, marker: string): Promise<ChildRep
   return report;
 }
 
-/** Waits until `marker` processes number `count` (they need a moment to appear or to be reaped). */
-async function markerCount(marker: string, count: number): Promise<number> {
-  let found = processesWithMarker(marker).length;
-  for (let i = 0; i < 200 && found !== count; i++) {
-    await sleep(10);
-    found = processesWithMarker(marker).length;
-  }
-  return found;
-}
-
 describe('crash recovery after kill -9 of the manager', {
   skip: skipNoRoot || (!PYTHON && 'needs python3'),
 }, () => {
@@ -89,7 +80,7 @@ describe('crash recovery after kill -9 of the manager', {
     const marker = `ironcage-adopt-${process.pid}-${Date.now()}`;
     const crashed = await crashAManager(state.dir, marker);
     // 3 sleepers + the counter (its argv carries the marker too).
-    assert.equal(await markerCount(marker, 4), 4, 'the sandboxes outlived their manager');
+    assert.equal(await waitForMarked(marker, 4), 4, 'the sandboxes outlived their manager');
     // One sandbox dies while no manager runs: the next start must clean it, not adopt it.
     process.kill(crashed.initPids['crash-c'] ?? -1, 'SIGKILL');
 
@@ -116,7 +107,7 @@ describe('crash recovery after kill -9 of the manager', {
     } finally {
       await manager.close();
     }
-    assert.equal(await markerCount(marker, 0), 0);
+    assert.equal(await waitForMarked(marker, 0), 0);
     assert.deepEqual(cgroupDirsOf(crashed.ids), []);
     assert.deepEqual(readdirSync(join(state.dir, 'sandboxes')), []);
     state.cleanup();
@@ -127,7 +118,7 @@ describe('crash recovery after kill -9 of the manager', {
     after(() => state.cleanup());
     const marker = `ironcage-reap-${process.pid}-${Date.now()}`;
     const crashed = await crashAManager(state.dir, marker);
-    assert.equal(await markerCount(marker, 4), 4);
+    assert.equal(await waitForMarked(marker, 4), 4);
     assert.ok(cgroupDirsOf(crashed.ids).length > 0);
 
     const manager = new SandboxManager({ stateDir: state.dir, onStartup: 'reap' });
