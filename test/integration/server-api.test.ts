@@ -22,7 +22,7 @@ let server: TestServer;
 let admin: string;
 
 before(async () => {
-  server = await startServer(state.dir, { rateLimiter: new RateLimiter() });
+  server = await startServer(state.dir, { app: { rateLimiter: new RateLimiter() } });
   admin = server.adminKey;
 });
 

@@ -7,10 +7,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { type EgressServices, openEgressServices } from '../../src/egress/services.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
-import { buildApp, type ReconcileReport } from '../../src/server/app.js';
+import { type AppOptions, buildApp, type ReconcileReport } from '../../src/server/app.js';
 import { ensureAdminKey } from '../../src/server/auth/admin-key.js';
 import { createApiKey } from '../../src/server/auth/api-keys.js';
-import type { RateLimiter } from '../../src/server/auth/limits.js';
 import { openSqliteStore } from '../../src/server/store/sqlite.js';
 import type { KeyLimits, Scope, Store } from '../../src/server/store/types.js';
 import { tempStateDir } from './sandbox-fixture.js';
@@ -39,7 +38,7 @@ export function serverStateDir(prefix: string): { dir: string; cleanup(): void }
 
 export async function startServer(
   stateDir: string,
-  options: { adminKey?: string; rateLimiter?: RateLimiter; maxTerminalsPerKey?: number } = {},
+  options: { adminKey?: string; app?: AppOptions } = {},
 ): Promise<TestServer> {
   const store = openSqliteStore(join(stateDir, 'ironcage.db'));
   const services = await openEgressServices(stateDir);
@@ -60,10 +59,7 @@ export async function startServer(
     manager,
     store,
     services,
-    options: {
-      ...(options.rateLimiter ? { rateLimiter: options.rateLimiter } : {}),
-      ...(options.maxTerminalsPerKey === undefined ? {} : { maxTerminalsPerKey: options.maxTerminalsPerKey }),
-    },
+    options: options.app ?? {},
   });
   const address = await app.listen({ host: '127.0.0.1', port: 0 });
   let closed = false;

@@ -16,7 +16,7 @@ let tenant: { key: string; id: string };
 const sandboxes: string[] = [];
 
 before(async () => {
-  server = await startServer(state.dir, { rateLimiter: new RateLimiter() });
+  server = await startServer(state.dir, { app: { rateLimiter: new RateLimiter() } });
   tenant = await server.newKey(['sandbox']);
   await ensureSandboxes();
 });

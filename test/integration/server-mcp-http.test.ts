@@ -138,6 +138,30 @@ describe('MCP over streamable HTTP', () => {
     assert.equal(await server.store.getSandbox(id), null);
   });
 
+  test('--mcp-allow opens network within its rules: a tenant may ask for a host inside them, not outside', async () => {
+    const allowState = serverStateDir('mcp-http-allow');
+    const open = await startServer(allowState.dir, { app: { mcp: { limits: { allow: ['example.com'] } } } });
+    try {
+      const tenant = await open.newKey(['sandbox']);
+      const { client, transport } = await connect(open, { authorization: `Bearer ${tenant.key}` });
+      try {
+        const created = ok(await call(client, 'sandbox_create', { allowDomains: ['example.com'] }));
+        const sandbox = open.manager.get(created.sandboxId as string);
+        assert.ok(sandbox, 'a real sandbox');
+        assert.equal(sandbox.policy.network.mode, 'proxy');
+        const outside = await call(client, 'sandbox_create', { allowDomains: ['evil.example.net'] });
+        assert.equal(outside.isError, true);
+        assert.match(JSON.stringify(outside.content), /evil\.example\.net/);
+      } finally {
+        await transport.terminateSession().catch(() => {});
+        await client.close();
+      }
+    } finally {
+      await open.close();
+      allowState.cleanup();
+    }
+  });
+
   test("the key's sandbox quota applies to MCP creates", async () => {
     const limited = await server.newKey(['sandbox'], { maxSandboxes: 1 });
     const { client } = await connect(server, { authorization: `Bearer ${limited.key}` });

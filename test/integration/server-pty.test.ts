@@ -342,7 +342,7 @@ describe('pty refusals happen before the upgrade', () => {
   });
 
   test('a key has at most --max-terminals-per-key terminals open: 429 with how to get one, freed on close', async () => {
-    const limited = await startServer(serverStateDir('pty-limit').dir, { maxTerminalsPerKey: 2 });
+    const limited = await startServer(serverStateDir('pty-limit').dir, { app: { maxTerminalsPerKey: 2 } });
     try {
       const created = await request(limited, 'POST', '/v1/sandboxes', { key: limited.adminKey, body: {} });
       assert.equal(created.status, 201, created.text);

@@ -18,7 +18,7 @@ let tenant: string;
 let hostDir: string;
 
 before(async () => {
-  server = await startServer(state.dir, { rateLimiter: new RateLimiter() });
+  server = await startServer(state.dir, { app: { rateLimiter: new RateLimiter() } });
   admin = server.adminKey;
   tenant = (await server.newKey(['sandbox'])).key;
   hostDir = mkdtempSync(join(tmpdir(), 'ironcage-tpl-host-'));
