@@ -96,13 +96,14 @@ describe('cgroup v2 on a fake cgroupfs', () => {
     assert.equal(existsSync(join(parent, `${process.pid}-fake-1`)), false, 'rolled back');
   });
 
-  test('stats read memory.peak, cpu.stat, memory.events and pids.events', () => {
+  test('stats read memory.current, memory.peak, cpu.stat, memory.events and pids.events', () => {
     const host = detectFake();
     assert.equal(host.mode, 'v2');
     if (host.mode !== 'v2') return;
     const leaf = join(host.base, 'ironcage', '4242-fake-stats');
     mkdirSync(leaf, { recursive: true });
     writeFileSync(join(leaf, 'cgroup.procs'), '');
+    writeFileSync(join(leaf, 'memory.current'), '31457280\n');
     writeFileSync(join(leaf, 'memory.peak'), '52428800\n');
     writeFileSync(join(leaf, 'cpu.stat'), 'usage_usec 212345\nuser_usec 200000\nsystem_usec 12345\n');
     writeFileSync(
@@ -114,6 +115,7 @@ describe('cgroup v2 on a fake cgroupfs', () => {
     assert.equal(cg.enforcement.mode, 'cgroup-v2');
     assert.deepEqual(cg.dirs, [leaf]);
     assert.deepEqual(cg.stats(), {
+      memoryBytes: 31457280,
       peakMemoryBytes: 52428800,
       cpuMs: 212.345,
       oomKills: 1,
