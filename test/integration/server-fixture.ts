@@ -163,6 +163,13 @@ export function e2bConnection(server: TestServer, requestTimeoutMs = 30_000) {
   };
 }
 
+/**
+ * Skip reason for tests that count the agent's inotify watches: its /proc/<pid>/fd is readable only by root (the
+ * agent runs in the sandbox's user namespace and is not dumpable).
+ */
+export const WATCH_COUNT_SKIP: string | false =
+  process.getuid?.() === 0 ? false : "counting the agent's inotify watches needs root (/proc/<pid>/fd)";
+
 /** inotify watches (wds) the process holds, read from /proc/<pid>/fdinfo (0 when it has no inotify fd). */
 export function inotifyWatches(pid: number): number {
   let count = 0;
