@@ -1,6 +1,7 @@
 /**
- * ironcage TypeScript SDK (`ironcage/sdk`): a client of `ironcage serve`'s HTTP API. It depends only on Node's
- * built-ins (global fetch), never on the server's code, so it can be bundled into any agent.
+ * ironcage TypeScript SDK (`ironcage/sdk`): a client of `ironcage serve`'s HTTP API. It depends on Node's global
+ * fetch and, for terminals, the `ws` package (or a global WebSocket), never on the server's code, so it can be
+ * bundled into any agent.
  */
 export { type CreateKeyOptions, type CreateSecretOptions, IroncageClient } from './client.js';
 export {
