@@ -6,7 +6,7 @@
  * <state>/sandboxes the sandbox manager's directory (sandboxes a previous server left running are adopted),
  * <state>/ca and <state>/vault the egress services. SIGINT/SIGTERM stop accepting requests, let running ones
  * finish (briefly), and close the manager keeping its sandboxes, so the next `serve` adopts them with their
- * owners.
+ * owners (with --on-shutdown kill, every sandbox is killed instead).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +29,8 @@ const USAGE = `usage: ironcage serve [--host H] [--port N] [--state-dir DIR] [--
   --database URL   keep keys, ownership, audit and templates in PostgreSQL (postgres://user:pass@host:port/db;
                    default $IRONCAGE_DATABASE_URL, else SQLite in <state-dir>/ironcage.db)
   --log-level L    fatal|error|warn|info|debug|silent (default info); logs are JSON lines on stderr
+  --on-shutdown keep|kill
+                   on SIGINT/SIGTERM keep the sandboxes for the next start (default) or kill them
   --max-terminals-per-key N
                    terminals (WebSocket PTYs) one API key may have open at once (default ${DEFAULT_MAX_TERMINALS_PER_KEY})
 ${MCP_SERVE_USAGE}`;
@@ -50,6 +52,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     database?: string;
     'log-level'?: string;
     'max-terminals-per-key'?: string;
+    'on-shutdown'?: string;
     help?: boolean;
   } & McpFlagValues;
   try {
@@ -62,6 +65,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         database: { type: 'string' },
         'log-level': { type: 'string' },
         'max-terminals-per-key': { type: 'string' },
+        'on-shutdown': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ...MCP_SERVE_OPTIONS,
       },
@@ -93,6 +97,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (!(maxTerminalsPerKey >= 1)) {
     process.stderr.write(
       `ironcage serve: invalid --max-terminals-per-key ${JSON.stringify(terminalsText)} (1-9999)\n`,
+    );
+    return 2;
+  }
+  const onShutdown = values['on-shutdown'] ?? 'keep';
+  if (onShutdown !== 'keep' && onShutdown !== 'kill') {
+    process.stderr.write(
+      `ironcage serve: invalid --on-shutdown ${JSON.stringify(onShutdown)} (keep or kill)\n`,
     );
     return 2;
   }
@@ -165,12 +176,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
       process.once('SIGINT', () => resolve('SIGINT'));
       process.once('SIGTERM', () => resolve('SIGTERM'));
     });
-    process.stderr.write(`ironcage serve: ${signal}: shutting down, keeping sandboxes for the next start\n`);
+    const keep = onShutdown === 'keep';
+    process.stderr.write(
+      `ironcage serve: ${signal}: shutting down, ${keep ? 'keeping sandboxes for the next start' : 'killing every sandbox'}\n`,
+    );
     const drain = setTimeout(() => app.server.closeAllConnections(), DRAIN_MS);
     drain.unref();
     await app.close();
     clearTimeout(drain);
-    await manager.close({ keep: true });
+    // Killed sandboxes' ownership rows go at the next start's reconciliation (stale rows are deleted there).
+    await manager.close({ keep });
     await store.close();
     return 0;
   } catch (err) {

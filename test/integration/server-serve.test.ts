@@ -32,10 +32,10 @@ function withoutAdminKey(): NodeJS.ProcessEnv {
   return env;
 }
 
-async function serve(): Promise<Running> {
+async function serve(...args: string[]): Promise<Running> {
   const child = spawn(
     process.execPath,
-    [cli, 'serve', '--port', '0', '--state-dir', state.dir, '--log-level', 'warn'],
+    [cli, 'serve', '--port', '0', '--state-dir', state.dir, '--log-level', 'warn', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: withoutAdminKey() },
   );
   children.push(child);
@@ -57,7 +57,7 @@ async function serve(): Promise<Running> {
   throw new Error(`serve did not start: ${out} ${err}`);
 }
 
-test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them', async () => {
+test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them; --on-shutdown kill kills them', async () => {
   const first = await serve();
   const key = /\n {2}(ick_[0-9A-Za-z]{43})\n/.exec(first.stdout())?.[1];
   assert.ok(key, first.stdout());
@@ -77,6 +77,19 @@ test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them', async
   assert.equal((await request(second, 'DELETE', `/v1/sandboxes/${created.json.id}`, { key })).status, 200);
   second.child.kill('SIGINT');
   assert.equal(await second.exit, 0);
+
+  // --on-shutdown kill: the sandbox dies with the server; the next start finds neither it nor its row.
+  const third = await serve('--on-shutdown', 'kill');
+  const doomed = await request(third, 'POST', '/v1/sandboxes', { key, body: { timeoutMs: 120_000 } });
+  assert.equal(doomed.status, 201, doomed.text);
+  third.child.kill('SIGTERM');
+  assert.equal(await third.exit, 0);
+  const fourth = await serve();
+  assert.equal((await request(fourth, 'GET', `/v1/sandboxes/${doomed.json.id}`, { key })).status, 404);
+  const listed = await request(fourth, 'GET', '/v1/sandboxes', { key });
+  assert.deepEqual(listed.json.items, []);
+  fourth.child.kill('SIGTERM');
+  assert.equal(await fourth.exit, 0);
 });
 
 test('serve: bad arguments exit 2 naming the flag', async () => {
@@ -92,4 +105,5 @@ test('serve: bad arguments exit 2 naming the flag', async () => {
   };
   await refused(['--port', 'x'], /invalid port/);
   await refused(['--max-terminals-per-key', '0'], /invalid --max-terminals-per-key "0"/);
+  await refused(['--on-shutdown', 'maybe'], /invalid --on-shutdown "maybe" \(keep or kill\)/);
 });
