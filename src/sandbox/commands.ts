@@ -88,6 +88,13 @@ type Listener = (chunk: Chunk) => void;
 class Tracked {
   exit: AgentExit | null = null;
   readonly offsets = { stdout: 0, stderr: 0 };
+  /**
+   * True while every byte since the process started reached this manager live over the current agent
+   * connection (gaps arrive as output-lost jumps of `offsets`): then a replay from at or past `offsets` has
+   * nothing to return, and attach() skips those round trips. Set for processes run() started; cleared when the
+   * connection is replaced (output during the gap was not heard).
+   */
+  heardAll = false;
   readonly listeners = new Set<Listener>();
   readonly #waiters: ((exit: AgentExit) => void)[] = [];
   constructor(
@@ -226,6 +233,7 @@ export class Commands {
   /** @internal the agent connection's output for every process comes through here. */
   bind(client: AgentClient): void {
     this.#client?.off('output', this.#onOutput).off('exit', this.#onExit).off('output-lost', this.#onLost);
+    for (const tracked of this.#tracked.values()) tracked.heardAll = false;
     this.#client = client;
     client.on('output', this.#onOutput).on('exit', this.#onExit).on('output-lost', this.#onLost);
   }
@@ -327,6 +335,7 @@ export class Commands {
     const tracked = this.#track(id, pid, argv, options.tag ?? '', (chunk) =>
       (chunk.stream === 'stdout' ? out : err).push(chunk.data),
     );
+    tracked.heardAll = true;
     if (stdinData !== null) {
       const bytes = typeof stdinData === 'string' ? Buffer.from(stdinData, 'utf8') : stdinData;
       await client.writeStdin(id, bytes).catch(() => {});
@@ -367,8 +376,11 @@ export class Commands {
 
   #adopt(info: AgentProcessInfo): Tracked {
     const tracked = this.#tracked.get(info.id) ?? this.#track(info.id, info.pid, info.argv, info.tag);
-    tracked.offsets.stdout = Math.max(tracked.offsets.stdout, info.outputBytes.stdout);
-    tracked.offsets.stderr = Math.max(tracked.offsets.stderr, info.outputBytes.stderr);
+    // A process heard live keeps exact offsets: bytes the agent counted but not yet delivered are in flight.
+    if (!tracked.heardAll) {
+      tracked.offsets.stdout = Math.max(tracked.offsets.stdout, info.outputBytes.stdout);
+      tracked.offsets.stderr = Math.max(tracked.offsets.stderr, info.outputBytes.stderr);
+    }
     if (!info.running && info.exit !== undefined && tracked.exit === null) tracked.exited(info.exit);
     return tracked;
   }
@@ -410,6 +422,7 @@ export class Commands {
     try {
       const client = this.#host.client('attach to a process');
       for (const stream of ['stdout', 'stderr'] as const) {
+        if (tracked.heardAll && from[stream] >= tracked.offsets[stream]) continue; // the rest comes live
         const replayed = await client.replay(tracked.id, stream, from[stream]);
         lost[stream] = replayed.lost;
         emit({ stream, data: replayed.data, offset: replayed.offset });
