@@ -2,8 +2,10 @@
  * Shared helpers for the HTTP server tests (not a test file): a real server (real SandboxManager, SQLite store
  * and egress services in a temporary state directory) listening on 127.0.0.1:0, and a small fetch wrapper.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { type EgressServices, openEgressServices } from '../../src/egress/services.js';
 import { SandboxManager } from '../../src/sandbox/manager.js';
@@ -194,4 +196,62 @@ export async function until(what: string, check: () => boolean, timeoutMs = 5_00
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The bundled CLI, exactly what `ironcage serve` runs once installed. */
+export const BUNDLED_CLI = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
+
+export interface ServeProcess {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exit: Promise<number | null>;
+}
+
+const serveProcesses = new Set<ChildProcess>();
+
+/**
+ * `ironcage serve --port 0 --state-dir DIR --log-level warn ARGS` from the bundled CLI. The admin key and
+ * database variables of this process are never inherited; `env` adds to the rest.
+ */
+export function spawnServe(stateDir: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): ServeProcess {
+  const { IRONCAGE_ADMIN_KEY: _key, IRONCAGE_DATABASE_URL: _database, ...inherited } = process.env;
+  const child = spawn(
+    process.execPath,
+    [BUNDLED_CLI, 'serve', '--port', '0', '--state-dir', stateDir, '--log-level', 'warn', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...inherited, ...env } },
+  );
+  serveProcesses.add(child);
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => out, stderr: () => err, exit };
+}
+
+/** spawnServe, resolved once the server listens (with its URL). */
+export async function startServe(
+  stateDir: string,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<ServeProcess & { url: string }> {
+  const serve = spawnServe(stateDir, args, env);
+  for (let i = 0; i < 400; i++) {
+    const match = /listening on (http:\/\/\S+)/.exec(serve.stdout());
+    if (match) return { ...serve, url: match[1] as string };
+    if (serve.child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`serve did not start: ${serve.stdout()} ${serve.stderr()}`);
+}
+
+/** SIGKILLs every serve process a test left running (for `after`). */
+export function killServeProcesses(): void {
+  for (const child of serveProcesses) if (child.exitCode === null) child.kill('SIGKILL');
+  serveProcesses.clear();
 }

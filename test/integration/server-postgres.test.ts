@@ -5,12 +5,10 @@
  * behaviour both backends share is the contract suite in server-store.test.ts.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
   type Migration,
@@ -23,7 +21,7 @@ import {
 } from '../../src/server/store/index.js';
 import { ADVISORY_LOCKS } from '../../src/server/store/postgres.js';
 import { type PostgresServer, postgresSkip, startPostgres } from './postgres-fixture.js';
-import { request, serverStateDir } from './server-fixture.js';
+import { killServeProcesses, request, serverStateDir, spawnServe, startServe } from './server-fixture.js';
 
 const DATABASE = 'pg_specific';
 let server: PostgresServer;
@@ -324,45 +322,14 @@ describe('PostgreSQL store', { skip: postgresSkip() }, () => {
   });
 
   describe('ironcage serve --database', () => {
-    // The bundled CLI, exactly what `ironcage serve` runs once installed.
-    const cli = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
-    const children: ChildProcess[] = [];
-    after(() => {
-      for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
-    });
-
-    async function serve(stateDir: string, args: string[], env: NodeJS.ProcessEnv) {
-      const { IRONCAGE_ADMIN_KEY: _a, IRONCAGE_DATABASE_URL: _d, ...base } = process.env;
-      const child = spawn(
-        process.execPath,
-        [cli, 'serve', '--port', '0', '--state-dir', stateDir, '--log-level', 'warn', ...args],
-        { stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, ...env } },
-      );
-      children.push(child);
-      let out = '';
-      let err = '';
-      child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      child.stderr?.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      for (let i = 0; i < 400; i++) {
-        const match = /listening on (http:\/\/\S+)/.exec(out);
-        if (match) return { child, url: match[1] as string, stdout: () => out, exit };
-        if (child.exitCode !== null) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error(`serve did not start: ${out} ${err}`);
-    }
+    after(killServeProcesses);
 
     test('keys and sandbox ownership live in PostgreSQL and survive a restart', async (t) => {
       const state = serverStateDir('pg-serve');
       t.after(() => state.cleanup());
       const { url: database } = await server.freshSchema(DATABASE);
 
-      const first = await serve(state.dir, ['--database', database], {});
+      const first = await startServe(state.dir, ['--database', database]);
       const admin = /\n {2}(ick_[0-9A-Za-z]{43})\n/.exec(first.stdout())?.[1];
       assert.ok(admin, first.stdout());
       const tenant = await request(first, 'POST', '/v1/keys', {
@@ -380,7 +347,7 @@ describe('PostgreSQL store', { skip: postgresSkip() }, () => {
       assert.ok(!existsSync(`${state.dir}/ironcage.db`), 'no SQLite file: the store is PostgreSQL');
 
       // Second start: the URL from the environment this time.
-      const second = await serve(state.dir, [], { IRONCAGE_DATABASE_URL: database });
+      const second = await startServe(state.dir, [], { IRONCAGE_DATABASE_URL: database });
       assert.ok(!second.stdout().includes('ick_'), 'the admin key is found in PostgreSQL, not created again');
       const keys = await request(second, 'GET', '/v1/keys', { key: admin });
       assert.equal(keys.status, 200, keys.text);
@@ -404,18 +371,9 @@ describe('PostgreSQL store', { skip: postgresSkip() }, () => {
       const state = serverStateDir('pg-serve-bad');
       t.after(() => state.cleanup());
       const port = await closedPort();
-      const { IRONCAGE_ADMIN_KEY: _a, IRONCAGE_DATABASE_URL: _d, ...env } = process.env;
-      const child = spawn(
-        process.execPath,
-        [cli, 'serve', '--port', '0', '--state-dir', state.dir, '--database', server.url(DATABASE, { port })],
-        { stdio: ['ignore', 'pipe', 'pipe'], env },
-      );
-      children.push(child);
-      let err = '';
-      child.stderr?.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      const serve = spawnServe(state.dir, ['--database', server.url(DATABASE, { port })]);
+      const code = await serve.exit;
+      const err = serve.stderr();
       assert.equal(code, 1, err);
       assert.match(
         err,

@@ -3,59 +3,19 @@
  * keeping the sandboxes, and a second start adopts them (and prints no key).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { request, serverStateDir } from './server-fixture.js';
+import { killServeProcesses, request, serverStateDir, spawnServe, startServe } from './server-fixture.js';
 
 const state = serverStateDir('server-serve');
-// The bundled CLI, exactly what `ironcage serve` runs once installed.
-const cli = fileURLToPath(new URL('../../bin/main.js', import.meta.url));
-const children: ChildProcess[] = [];
 
 after(() => {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  killServeProcesses();
   state.cleanup();
 });
 
-interface Running {
-  child: ChildProcess;
-  url: string;
-  stdout: () => string;
-  exit: Promise<number | null>;
-}
-
-function withoutAdminKey(): NodeJS.ProcessEnv {
-  const { IRONCAGE_ADMIN_KEY: _ignored, ...env } = process.env;
-  return env;
-}
-
-async function serve(...args: string[]): Promise<Running> {
-  const child = spawn(
-    process.execPath,
-    [cli, 'serve', '--port', '0', '--state-dir', state.dir, '--log-level', 'warn', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: withoutAdminKey() },
-  );
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  for (let i = 0; i < 200; i++) {
-    const match = /listening on (http:\/\/\S+)/.exec(out);
-    if (match) return { child, url: match[1] as string, stdout: () => out, exit };
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`serve did not start: ${out} ${err}`);
-}
+const serve = (...args: string[]) => startServe(state.dir, args);
 
 test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them; --on-shutdown kill kills them', async () => {
   const first = await serve();
@@ -94,14 +54,10 @@ test('serve: first-run key, SIGTERM keeps sandboxes, restart adopts them; --on-s
 
 test('serve: bad arguments exit 2 naming the flag', async () => {
   const refused = async (args: string[], pattern: RegExp) => {
-    const child = spawn(process.execPath, [cli, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    assert.equal(code, 2, err);
-    assert.match(err, pattern);
+    const serve = spawnServe(state.dir, args);
+    const code = await serve.exit;
+    assert.equal(code, 2, serve.stderr());
+    assert.match(serve.stderr(), pattern);
   };
   await refused(['--port', 'x'], /invalid port/);
   await refused(['--max-terminals-per-key', '0'], /invalid --max-terminals-per-key "0"/);
