@@ -7,6 +7,7 @@
  * of params, query and body → handler. Every failure on the way is `{ error: { code, message } }`.
  */
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { z } from 'zod';
@@ -196,8 +197,17 @@ export async function buildApp(
   // Request latency and counts by route pattern, and refusals (auth, rate limit, quota) in every scope.
   metrics.instrument(app);
 
+  // Connections that never sent a byte: fetch (undici) opens a spare one after a client aborts a stream. Node's
+  // idle-connection close does not count them as idle, so closing the app would wait for them until a timeout.
+  const connections = new Set<Socket>();
+  app.server.on('connection', (socket: Socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  });
+
   app.addHook('preClose', async () => {
     accepting = false;
+    for (const socket of connections) if (socket.bytesRead === 0) socket.destroy();
     // Watch streams never end on their own: end them, or closing would wait for every watching client.
     endWatchStreams(ctx);
   });

@@ -48,11 +48,7 @@ describe('e2b SDK extras against ironcage serve', { timeout: 180_000 }, () => {
   });
 
   after(async () => {
-    // The SDK's stopped watches abort their fetches, and undici then keeps a spare connection that never
-    // sends a request; it would hold Fastify's close until it times out.
-    const closing = server?.close();
-    server?.app.server.closeAllConnections();
-    await closing;
+    await server?.close();
     state?.cleanup();
   });
 

@@ -3,10 +3,19 @@
  * keeping the sandboxes, and a second start adopts them (and prints no key).
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { existsSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { killServeProcesses, request, serverStateDir, spawnServe, startServe } from './server-fixture.js';
+import {
+  killServeProcesses,
+  request,
+  serverStateDir,
+  spawnServe,
+  startServe,
+  startServer,
+} from './server-fixture.js';
 
 const state = serverStateDir('server-serve');
 
@@ -62,4 +71,23 @@ test('serve: bad arguments exit 2 naming the flag', async () => {
   await refused(['--port', 'x'], /invalid port/);
   await refused(['--max-terminals-per-key', '0'], /invalid --max-terminals-per-key "0"/);
   await refused(['--on-shutdown', 'maybe'], /invalid --on-shutdown "maybe" \(keep or kill\)/);
+});
+
+test('closing the app does not wait for a connection a client opened and never used', async () => {
+  // fetch (undici) keeps such a spare connection after a client aborts a stream; Node does not count it idle.
+  const own = serverStateDir('close-unused');
+  const server = await startServer(own.dir);
+  const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+  await once(socket, 'connect');
+  socket.on('error', () => {});
+  const closing = server.close();
+  const waited = await Promise.race([
+    closing.then(() => false),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 3_000)),
+  ]);
+  if (waited) server.app.server.closeAllConnections(); // so a failure does not hang the suite
+  await closing;
+  socket.destroy();
+  own.cleanup();
+  assert.equal(waited, false, 'closing waited for a connection that never sent a byte');
 });
