@@ -51,14 +51,6 @@ function keyed(dirs: readonly string[], file: string, key: string): number | nul
   return null;
 }
 
-/** CPU time used so far, µs: v2 cpu.stat usage_usec, v1 cpuacct.usage (ns). */
-function cpuUsageUsec(dirs: readonly string[]): number | null {
-  const v2 = keyed(dirs, 'cpu.stat', 'usage_usec');
-  if (v2 !== null) return v2;
-  const v1 = firstNumber(dirs, 'cpuacct.usage');
-  return v1 === null ? null : v1 / 1_000;
-}
-
 /** CPUs the sandbox may use: its CFS quota when one is set, else the host's. */
 function cpuCount(dirs: readonly string[]): number {
   const host = availableParallelism();
@@ -74,14 +66,13 @@ function cpuCount(dirs: readonly string[]): number {
   return host;
 }
 
-function memory(dirs: readonly string[]): { used: number; total: number; cache: number } | null {
-  const used = firstNumber(dirs, 'memory.current') ?? firstNumber(dirs, 'memory.usage_in_bytes');
-  if (used === null) return null;
+/** The memory ceiling and page cache, which the library's usage does not report. */
+function memoryLimits(dirs: readonly string[]): { total: number; cache: number } {
   // "max" (v2) or a huge number (v1) mean no limit: the host's memory is the ceiling.
   const limit = firstNumber(dirs, 'memory.max') ?? firstNumber(dirs, 'memory.limit_in_bytes');
   const total = limit === null || limit > totalmem() ? totalmem() : limit;
   const cache = keyed(dirs, 'memory.stat', 'file') ?? keyed(dirs, 'memory.stat', 'cache') ?? 0;
-  return { used, total, cache };
+  return { total, cache };
 }
 
 /**
@@ -89,18 +80,17 @@ function memory(dirs: readonly string[]): { used: number; total: number; cache: 
  * CPU or memory accounting in it).
  */
 export async function sampleMetric(sandbox: Sandbox): Promise<E2bMetric | null> {
-  const dirs = sandbox.cgroupDirs;
-  if (dirs.length === 0) return null;
-  const startUsec = cpuUsageUsec(dirs);
+  const start = sandbox.resourceUsage();
   const startedAt = process.hrtime.bigint();
-  const mem = memory(dirs);
-  if (startUsec === null || mem === null) return null;
+  if (start?.cpuMs == null || start.memoryBytes === null) return null;
   await new Promise((resolve) => setTimeout(resolve, CPU_SAMPLE_MS));
-  const endUsec = cpuUsageUsec(dirs);
-  const elapsedUsec = Number(process.hrtime.bigint() - startedAt) / 1_000;
-  if (endUsec === null || sandbox.state === 'stopped') return null;
+  const endCpuMs = sandbox.resourceUsage()?.cpuMs;
+  const elapsedMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
+  if (endCpuMs == null || sandbox.state === 'stopped') return null;
+  const dirs = sandbox.cgroupDirs;
+  const mem = { used: start.memoryBytes, ...memoryLimits(dirs) };
   const cpus = cpuCount(dirs);
-  const pct = (100 * Math.max(0, endUsec - startUsec)) / (elapsedUsec * cpus);
+  const pct = (100 * Math.max(0, endCpuMs - start.cpuMs)) / (elapsedMs * cpus);
   const disk = await sandbox.workspaceUsage();
   const now = Date.now();
   return {
