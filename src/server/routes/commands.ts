@@ -18,9 +18,8 @@ import {
   stdinResultSchema,
 } from '../schemas.js';
 import { NDJSON, startNdjson, wantsNdjson } from './ndjson.js';
-import { defineRoute, type RouteDef, SENT, type ServerContext } from './route.js';
+import { defineRoute, type RouteDef, SANDBOX_404, SENT, type ServerContext } from './route.js';
 
-const SANDBOX_404 = { description: 'No such sandbox (or not yours)', schema: errorSchema };
 const STATE_409 = { description: 'Sandbox paused or stopped', schema: errorSchema };
 
 function exitLine(result: CommandResult): Record<string, unknown> {
@@ -49,7 +48,7 @@ function processInfo(info: AgentProcessInfo) {
 }
 
 /** argv for the audit log: bounded, so a huge command line cannot bloat it. */
-function auditArgv(argv: readonly string[]): string[] {
+export function auditArgv(argv: readonly string[]): string[] {
   return argv.slice(0, 16).map((a) => (a.length > 256 ? `${a.slice(0, 256)}…` : a));
 }
 

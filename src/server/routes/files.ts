@@ -18,7 +18,10 @@ import { defineRoute, type RouteDef, SENT, type ServerContext } from './route.js
 /** Upload chunk size: the body is written as it arrives, at most this much held in memory per request. */
 const UPLOAD_CHUNK_BYTES = 1024 * 1024;
 const OCTET = 'application/octet-stream';
-const SANDBOX_404 = { description: 'No such sandbox (or not yours), or no such file', schema: errorSchema };
+const SANDBOX_OR_FILE_404 = {
+  description: 'No such sandbox (or not yours), or no such file',
+  schema: errorSchema,
+};
 
 export function fileRoutes(_ctx: ServerContext): RouteDef[] {
   return [
@@ -32,7 +35,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       query: filePathQuery,
       responses: {
         200: { description: 'The file', contentType: OCTET },
-        404: SANDBOX_404,
+        404: SANDBOX_OR_FILE_404,
         409: { description: 'Sandbox paused or stopped', schema: errorSchema },
       },
       async handler(call) {
@@ -56,7 +59,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       status: 201,
       responses: {
         201: { description: 'Written', schema: writeResultSchema },
-        404: SANDBOX_404,
+        404: SANDBOX_OR_FILE_404,
         413: { description: 'Workspace quota exceeded', schema: errorSchema },
       },
       async handler(call) {
@@ -97,7 +100,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       auth: 'sandbox:write',
       params: sandboxIdParams,
       query: removeFileQuery,
-      responses: { 200: { description: 'Removed', schema: okSchema }, 404: SANDBOX_404 },
+      responses: { 200: { description: 'Removed', schema: okSchema }, 404: SANDBOX_OR_FILE_404 },
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
         await sandbox.files.remove(call.query.path, { recursive: call.query.recursive ?? false });
@@ -116,7 +119,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       query: listFilesQuery,
       responses: {
         200: { description: 'Entries', schema: fileListSchema },
-        404: SANDBOX_404,
+        404: SANDBOX_OR_FILE_404,
       },
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:read');
@@ -132,7 +135,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       auth: 'sandbox:read',
       params: sandboxIdParams,
       query: filePathQuery,
-      responses: { 200: { description: 'The entry', schema: fileEntrySchema }, 404: SANDBOX_404 },
+      responses: { 200: { description: 'The entry', schema: fileEntrySchema }, 404: SANDBOX_OR_FILE_404 },
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:read');
         return await sandbox.files.stat(call.query.path);
@@ -148,7 +151,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       params: sandboxIdParams,
       body: mkdirBody,
       status: 201,
-      responses: { 201: { description: 'Created', schema: okSchema }, 404: SANDBOX_404 },
+      responses: { 201: { description: 'Created', schema: okSchema }, 404: SANDBOX_OR_FILE_404 },
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
         await sandbox.files.makeDir(call.body.path, { parents: call.body.parents ?? true });
@@ -165,7 +168,7 @@ export function fileRoutes(_ctx: ServerContext): RouteDef[] {
       auth: 'sandbox:write',
       params: sandboxIdParams,
       body: renameBody,
-      responses: { 200: { description: 'Renamed', schema: okSchema }, 404: SANDBOX_404 },
+      responses: { 200: { description: 'Renamed', schema: okSchema }, 404: SANDBOX_OR_FILE_404 },
       async handler(call) {
         const { sandbox } = await call.sandbox(call.params.id, 'sandbox:write');
         await sandbox.files.rename(call.body.from, call.body.to);

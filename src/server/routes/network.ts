@@ -11,9 +11,8 @@ import {
   sandboxIdParams,
 } from '../schemas.js';
 import type { ApiKeyRecord } from '../store/types.js';
-import { defineRoute, type RouteDef, type ServerContext } from './route.js';
+import { defineRoute, type RouteDef, SANDBOX_404, type ServerContext } from './route.js';
 
-const SANDBOX_404 = { description: 'No such sandbox (or not yours)', schema: errorSchema };
 const DISABLED_409 = { description: 'Sandbox created with network mode none', schema: errorSchema };
 
 function view(sandbox: Sandbox) {

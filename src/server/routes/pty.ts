@@ -19,7 +19,8 @@ import type { Sandbox } from '../../sandbox/sandbox.js';
 import { ApiError, describeZodError, notFound, toApiError } from '../errors.js';
 import { errorSchema, ptyClientMessage, ptyQuery, sandboxIdParams } from '../schemas.js';
 import type { ApiKeyRecord } from '../store/types.js';
-import { defineRoute, type RouteDef, type ServerContext } from './route.js';
+import { auditArgv } from './commands.js';
+import { defineRoute, type RouteDef, SANDBOX_404, type ServerContext } from './route.js';
 import { findOwnedSandbox } from './sandboxes.js';
 
 export const PTY_URL = '/v1/sandboxes/:id/pty';
@@ -88,7 +89,7 @@ export const ptyRoute: RouteDef = defineRoute({
   query: ptyQuery,
   responses: {
     101: { description: 'Switching Protocols: the terminal session' },
-    404: { description: 'No such sandbox (or not yours)', schema: errorSchema },
+    404: SANDBOX_404,
     426: { description: 'Not a WebSocket upgrade request', schema: errorSchema },
   },
   async handler() {
@@ -162,10 +163,6 @@ export async function registerPtyRoutes(app: FastifyInstance, deps: PtyDeps): Pr
 async function defaultShell(sandbox: Sandbox): Promise<string[]> {
   const bash = await sandbox.files.exists('/bin/bash').catch(() => false);
   return [bash ? '/bin/bash' : '/bin/sh', '-l'];
-}
-
-function auditArgv(argv: readonly string[]): string[] {
-  return argv.slice(0, 16).map((a) => (a.length > 256 ? `${a.slice(0, 256)}…` : a));
 }
 
 function toBuffer(data: RawData): Buffer {

@@ -9,6 +9,7 @@ import type { SandboxManager } from '../../sandbox/manager.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
 import type { Action } from '../auth/authorize.js';
 import type { ServerMetrics } from '../metrics.js';
+import { errorSchema } from '../schemas.js';
 import type { ApiKeyRecord, SandboxRecord, Store } from '../store/types.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -21,6 +22,12 @@ export interface ResponseDoc {
   /** A second representation of the same status (NDJSON beside JSON). */
   alt?: { contentType: string; schema: z.ZodTypeAny };
 }
+
+/** The 404 of every route under /v1/sandboxes/:id: another tenant's sandbox is answered the same way. */
+export const SANDBOX_404: ResponseDoc = {
+  description: 'No such sandbox (or not yours)',
+  schema: errorSchema,
+};
 
 export type { ServerMetrics };
 

@@ -27,7 +27,7 @@ import {
   snapshotParams,
 } from '../schemas.js';
 import type { ApiKeyRecord, SandboxRecord } from '../store/types.js';
-import { defineRoute, type RouteDef, type ServerContext } from './route.js';
+import { defineRoute, type RouteDef, SANDBOX_404, type ServerContext } from './route.js';
 import { layerRequest, loadTemplate, type SandboxRequest } from './templates.js';
 
 export type SandboxInfo = z.infer<typeof sandboxInfoSchema>;
@@ -65,8 +65,6 @@ export function tenantPolicyRefusals(policy: SandboxPolicyInput): string[] {
   }
   return refused;
 }
-
-const SANDBOX_404 = { description: 'No such sandbox (or not yours)', schema: errorSchema };
 
 /**
  * The live sandbox `id` if `key` may do `action` on it. Otherwise `missing` (a 404), also for another tenant's
