@@ -6,47 +6,26 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { FastifyInstance } from 'fastify';
-import { openEgressServices } from '../../src/egress/services.js';
-import { SandboxManager } from '../../src/sandbox/manager.js';
 import { HttpClient } from '../../src/sdk/http.js';
 import { Sandbox as SdkSandbox } from '../../src/sdk/index.js';
-import { type AppOptions, buildApp } from '../../src/server/app.js';
-import { ensureAdminKey } from '../../src/server/auth/admin-key.js';
-import { createApiKey } from '../../src/server/auth/api-keys.js';
-import { openSqliteStore } from '../../src/server/store/sqlite.js';
-import type { KeyLimits, Scope, Store } from '../../src/server/store/types.js';
-import { type Json, ndjsonLines, request, serverStateDir } from './server-fixture.js';
+import type { AppOptions } from '../../src/server/app.js';
+import {
+  type Json,
+  ndjsonLines,
+  request,
+  serverStateDir,
+  startServer,
+  type TestServer,
+} from './server-fixture.js';
 
-interface App {
-  url: string;
-  app: FastifyInstance;
-  store: Store;
-  manager: SandboxManager;
-  admin: string;
-  logs: Record<string, Json>[];
-  newKey(scopes: Scope[], limits?: Partial<KeyLimits>): Promise<string>;
-  close(): Promise<void>;
-}
+type App = TestServer & { admin: string; logs: Record<string, Json>[] };
 
-/** A real server with AppOptions the shared fixture does not pass (heartbeat, logger, mcp). */
+/** The shared fixture's server with AppOptions of its own (heartbeat, mcp) and its JSON log lines captured. */
 async function startApp(stateDir: string, options: AppOptions = {}): Promise<App> {
-  const store = openSqliteStore(join(stateDir, 'ironcage.db'));
-  const services = await openEgressServices(stateDir);
-  const manager = new SandboxManager({
-    stateDir: join(stateDir, 'sandboxes'),
-    onStartup: 'adopt',
-    egress: services,
-    quotaCheckMs: 0,
-  });
-  await manager.start();
-  const admin = await ensureAdminKey(store, stateDir, {});
-  if (!admin.created || admin.source !== 'file') throw new Error('expected a fresh admin key');
   const logs: Record<string, Json>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -54,29 +33,10 @@ async function startApp(stateDir: string, options: AppOptions = {}): Promise<App
       done();
     },
   });
-  const { app } = await buildApp({
-    manager,
-    store,
-    services,
-    options: { logger: { level: 'info', stream: sink }, ...options },
+  const server = await startServer(stateDir, {
+    app: { logger: { level: 'info', stream: sink }, ...options },
   });
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  return {
-    url,
-    app,
-    store,
-    manager,
-    admin: admin.key,
-    logs,
-    async newKey(scopes, limits = {}) {
-      return (await createApiKey(store, { name: `metrics ${scopes.join('+')}`, scopes, limits })).key;
-    },
-    async close() {
-      await app.close();
-      await manager.close();
-      await store.close();
-    },
-  };
+  return Object.assign(server, { admin: server.adminKey, logs });
 }
 
 interface Sample {
@@ -152,7 +112,7 @@ describe('metrics, heartbeats and logs', () => {
   });
 
   test('/metrics is admin only', async () => {
-    const tenant = await server.newKey(['sandbox']);
+    const tenant = (await server.newKey(['sandbox'])).key;
     const forbidden = await request(server, 'GET', '/metrics', { key: tenant });
     assert.equal(forbidden.status, 403, forbidden.text);
     assert.equal((await request(server, 'GET', '/metrics')).status, 401);
@@ -303,7 +263,7 @@ describe('metrics, heartbeats and logs', () => {
     const e2b = await request(server, 'GET', '/e2b/v2/sandboxes', { headers: { 'x-api-key': 'nope' } });
     assert.equal(e2b.status, 401, e2b.text);
     // One request a minute: the scope check refuses before the bucket is drawn, the quota refusal draws it.
-    const tenant = await server.newKey(['sandbox'], { requestsPerMinute: 1, maxSandboxes: 0 });
+    const tenant = (await server.newKey(['sandbox'], { requestsPerMinute: 1, maxSandboxes: 0 })).key;
     assert.equal((await request(server, 'GET', '/v1/keys', { key: tenant })).status, 403);
     assert.equal((await request(server, 'POST', '/v1/sandboxes', { key: tenant, body: {} })).status, 429);
     const limited = await request(server, 'GET', '/v1/sandboxes', { key: tenant });
