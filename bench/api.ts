@@ -47,6 +47,19 @@ function startServer(dir: string): Promise<{ proc: ChildProcess; url: string }> 
   });
 }
 
+/** A table row: p50 and p99 of both paths, and what the SDK adds at the median. */
+function row(operation: string, ms: { library: number[]; sdk: number[] }): (string | number)[] {
+  const p50 = { library: quantile(ms.library, 0.5), sdk: quantile(ms.sdk, 0.5) };
+  return [
+    operation,
+    p50.library,
+    quantile(ms.library, 0.99),
+    p50.sdk,
+    quantile(ms.sdk, 0.99),
+    p50.sdk - p50.library,
+  ];
+}
+
 async function concurrentRate(run: () => Promise<void>): Promise<number> {
   let done = 0;
   const until = performance.now() + SECONDS * 1000;
@@ -97,24 +110,7 @@ try {
   table(
     `Control plane: SDK over loopback HTTP (ironcage serve in its own process) vs the in-process library (${CREATES} creates, ${EXECS} execs)`,
     ['operation', 'library p50 ms', 'library p99 ms', 'SDK p50 ms', 'SDK p99 ms', 'added p50 ms'],
-    [
-      [
-        'create → ready',
-        quantile(created.library, 0.5),
-        quantile(created.library, 0.99),
-        quantile(created.sdk, 0.5),
-        quantile(created.sdk, 0.99),
-        quantile(created.sdk, 0.5) - quantile(created.library, 0.5),
-      ],
-      [
-        'exec `true`',
-        quantile(execs.library, 0.5),
-        quantile(execs.library, 0.99),
-        quantile(execs.sdk, 0.5),
-        quantile(execs.sdk, 0.99),
-        quantile(execs.sdk, 0.5) - quantile(execs.library, 0.5),
-      ],
-    ],
+    [row('create → ready', created), row('exec `true`', execs)],
   );
   const libraryRate = await concurrentRate(async () => {
     await local.commands.run(['true']);
