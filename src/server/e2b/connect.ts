@@ -129,9 +129,13 @@ export function sendUnaryError(reply: FastifyReply, err: ConnectRpcError): void 
  * A server-streaming response in progress: write() messages, then end() once (with an error or not). Writes
  * after the client went away are dropped; `closed` tells the producer to stop.
  */
+/** Keepalive interval on quiet streams: below the SDK's 50 s Keepalive-Ping-Interval, so idle ones stay open. */
+const KEEPALIVE_MS = 25_000;
+
 export class ConnectStream {
   readonly #reply: FastifyReply;
   #ended = false;
+  #keepalive: NodeJS.Timeout | undefined;
 
   constructor(reply: FastifyReply) {
     this.#reply = reply;
@@ -144,6 +148,14 @@ export class ConnectStream {
     });
     reply.raw.flushHeaders();
     this.gone = new Promise((resolve) => reply.raw.once('close', () => resolve()));
+    void this.gone.then(() => clearInterval(this.#keepalive));
+  }
+
+  /** Sends `message` every 25 s until the stream ends (each RPC has its own keepalive shape). */
+  keepAlive(message: unknown): void {
+    clearInterval(this.#keepalive);
+    this.#keepalive = setInterval(() => this.write(message), KEEPALIVE_MS);
+    this.#keepalive.unref();
   }
 
   /** Resolves when the client goes away (or the response ends). */
@@ -160,6 +172,7 @@ export class ConnectStream {
   end(error?: ConnectRpcError): void {
     if (this.#ended) return;
     this.#ended = true;
+    clearInterval(this.#keepalive);
     if (this.#reply.raw.destroyed || this.#reply.raw.writableEnded) return;
     const trailer = error === undefined ? {} : { error: { code: error.code, message: error.message } };
     this.#reply.raw.end(envelope(trailer, END_STREAM));

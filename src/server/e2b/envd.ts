@@ -26,8 +26,6 @@ import { watchDir, watcherRpcs } from './watch.js';
 
 /** Largest upload or RPC body held in memory. */
 export const MAX_ENVD_BODY_BYTES = 64 * 1024 * 1024;
-/** Keep-alive event interval on process streams: below the SDK's 50 s ping header, so idle runs stay open. */
-const KEEPALIVE_MS = 25_000;
 
 type Json = Record<string, unknown>;
 
@@ -132,12 +130,11 @@ async function streamProcess(
     onStdout: (data) => stream.write({ event: { data: { [out]: data.toString('base64') } } }),
     onStderr: (data) => stream.write({ event: { data: { stderr: data.toString('base64') } } }),
   });
-  const keepalive = setInterval(() => stream.write({ event: { keepalive: {} } }), KEEPALIVE_MS);
+  stream.keepAlive({ event: { keepalive: {} } });
   try {
     const result = await Promise.race([handle.wait(), stream.gone.then(() => null)]);
     if (result !== null) stream.write({ event: { end: endEvent(result) } });
   } finally {
-    clearInterval(keepalive);
     attachment.detach();
   }
 }

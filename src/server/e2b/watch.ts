@@ -13,8 +13,6 @@ import { ConnectRpcError, type ConnectStream } from './connect.js';
 
 type Json = Record<string, unknown>;
 
-/** Below the SDK's 50 s Keepalive-Ping-Interval, so an idle watch stays open through proxies. */
-const KEEPALIVE_MS = 25_000;
 /** Polling watchers per sandbox: each holds agent watches until removed. */
 export const MAX_POLLING_WATCHERS = 64;
 /** Events a polling watcher holds between polls; older ones are dropped beyond it. */
@@ -63,7 +61,7 @@ export async function watchDir(sandbox: Sandbox, message: Json, stream: ConnectS
   const watch = await startWatch(sandbox, message, (root, event) =>
     stream.write({ filesystem: filesystemEvent(root, event) }),
   );
-  const keepalive = setInterval(() => stream.write({ keepalive: {} }), KEEPALIVE_MS);
+  stream.keepAlive({ keepalive: {} });
   let unsubscribe = () => {};
   const stopped = new Promise<void>((resolve) => {
     unsubscribe = onSandboxStopped(sandbox, resolve);
@@ -72,7 +70,6 @@ export async function watchDir(sandbox: Sandbox, message: Json, stream: ConnectS
     stream.write({ start: {} });
     await Promise.race([stream.gone, stopped]);
   } finally {
-    clearInterval(keepalive);
     unsubscribe();
     await watch.stop();
   }
